@@ -1,0 +1,205 @@
+"""Start and stop the whole dev cluster; the library behind ``up``/``down`` and the fixture.
+
+Everything lives in one state folder: certificates, etcd's data, logs, PIDs, the admin
+kubeconfig, ``cluster.json`` (so another process can find and stop the cluster) and ``env``
+(a file to ``source``). Stopping goes by recorded PID in reverse start order, then sweeps
+any pod process the node agent left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kubenas_devcluster import binaries, controlplane, procs, prometheus
+from kubenas_devcluster.apiclient import ApiClient, ApiError
+from kubenas_devcluster.certs import write_pki
+from kubenas_devcluster.kubeconfig import read_admin_credentials, write_admin_kubeconfig
+
+# Reverse start order: the agent first, so pods end while the API server can still hear it.
+STOP_ORDER = ("nodeagent", "kube-scheduler", "kube-controller-manager", "kube-apiserver",
+              "etcd", "prometheus", "pushgateway")
+NODE_PREFIX = "kubenas-node-"
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+class BinariesMissing(RuntimeError):
+    """The cached binaries are absent or stale: ``make cluster-binaries`` builds them."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running dev cluster and everything a test or a person needs to use it."""
+
+    state_dir: Path
+    bin_dir: Path
+    kubeconfig: Path
+    server: str
+    prometheus_url: str
+    pushgateway_url: str
+    operator_metrics_port: int
+    nodes: tuple[str, ...]
+
+    @classmethod
+    def start(cls, state_dir: Path, gpus: int = 2, nodes: int = 1,
+              operator_metrics_port: int | None = None, bin_dir: Path | None = None,
+              timeout: float = 90.0) -> Cluster:
+        """Start every component on free loopback ports; return once a pod can be scheduled."""
+        bin_dir = bin_dir or binaries.bin_dir()
+        missing = binaries.missing_binaries(bin_dir) + binaries.missing_debian_commands()
+        if missing:
+            raise BinariesMissing(f"dev cluster binaries missing or stale in {bin_dir}: "
+                                  f"{', '.join(missing)}; run `make cluster-binaries`")
+        state_dir = state_dir.resolve()
+        _clear_state(state_dir)
+        try:
+            return _start(state_dir, bin_dir, gpus, nodes, operator_metrics_port, timeout)
+        except BaseException:
+            stop(state_dir)
+            raise
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Cluster:
+        """The cluster recorded in ``state_dir`` by :meth:`start` (maybe in another process)."""
+        raw = json.loads((state_dir / "cluster.json").read_text())
+        return cls(**{**raw, **{key: Path(raw[key])
+                                for key in ("state_dir", "bin_dir", "kubeconfig")},
+                      "nodes": tuple(raw["nodes"])})
+
+    def stop(self) -> None:
+        stop(self.state_dir)
+
+    def env(self) -> dict[str, str]:
+        """Variables to use the cluster: credentials, Prometheus, and our kubectl/helm first."""
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "PROMETHEUS_URL": self.prometheus_url,
+            "PUSHGATEWAY_URL": self.pushgateway_url,
+            "OPERATOR_METRICS_PORT": str(self.operator_metrics_port),
+            "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+    def write_env_file(self) -> Path:
+        path = self.state_dir / "env"
+        lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env().items()
+                 if key != "PATH"]
+        lines.append(f"export PATH={shlex.quote(str(self.bin_dir))}:\"$PATH\"")
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def stop(state_dir: Path) -> None:
+    """Stop what ``state_dir`` records, then any pod process group still listed by the agent."""
+    state_dir = state_dir.resolve()
+    procs.stop_recorded(state_dir, STOP_ORDER)
+    for pgid_file in (state_dir / "agent").glob("*/pods/*/*.pgid"):
+        with contextlib.suppress(ValueError):
+            procs.stop_group(int(pgid_file.read_text().strip()), grace=0.0)
+        pgid_file.unlink(missing_ok=True)
+    (state_dir / "cluster.json").unlink(missing_ok=True)
+
+
+def running_pids(state_dir: Path) -> list[int]:
+    """PIDs recorded in ``state_dir`` that are still alive (empty once stopped)."""
+    pids = [int(f.read_text().strip()) for f in (state_dir / "pids").glob("*.pid")]
+    return [pid for pid in pids if procs.alive(pid)]
+
+
+def _clear_state(state_dir: Path) -> None:
+    if running_pids(state_dir) if (state_dir / "pids").is_dir() else []:
+        raise RuntimeError(f"a dev cluster is already running from {state_dir}; stop it first")
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+
+
+def _start(state_dir: Path, bin_dir: Path, gpus: int, nodes: int,
+           operator_metrics_port: int | None, timeout: float) -> Cluster:
+    deadline = time.monotonic() + timeout
+    pki = write_pki(state_dir / "pki")
+    ports = {name: procs.free_port() for name in (
+        "etcd", "etcd-peer", "apiserver", "prometheus", "pushgateway", "operator")}
+    if operator_metrics_port is not None:
+        ports["operator"] = operator_metrics_port
+    server = f"https://127.0.0.1:{ports['apiserver']}"
+    kubeconfig = state_dir / "admin.kubeconfig"
+    write_admin_kubeconfig(kubeconfig, server, pki)
+    pushgateway = f"127.0.0.1:{ports['pushgateway']}"
+
+    def left() -> float:
+        return max(deadline - time.monotonic(), 1.0)
+
+    etcd = procs.spawn("etcd", controlplane.etcd_argv(
+        bin_dir, state_dir / "etcd-data", ports["etcd"], ports["etcd-peer"]), state_dir)
+    gateway = procs.spawn("pushgateway", prometheus.pushgateway_argv(ports["pushgateway"]),
+                          state_dir)
+    prom = procs.spawn("prometheus", prometheus.prometheus_argv(
+        state_dir / "prometheus", ports["prometheus"], pushgateway,
+        f"127.0.0.1:{ports['operator']}"), state_dir)
+    procs.wait_until_ready("etcd", f"http://127.0.0.1:{ports['etcd']}/health", etcd, left())
+    apiserver = procs.spawn("kube-apiserver", controlplane.apiserver_argv(
+        bin_dir, pki, ports["apiserver"], ports["etcd"]), state_dir)
+    tls = ssl.create_default_context(cafile=str(pki.ca_cert))
+    procs.wait_until_ready("kube-apiserver", f"{server}/readyz", apiserver, left(), tls)
+    procs.spawn("kube-controller-manager",
+                controlplane.controller_manager_argv(bin_dir, pki, kubeconfig), state_dir)
+    procs.spawn("kube-scheduler", controlplane.scheduler_argv(bin_dir, kubeconfig), state_dir)
+    node_names = tuple(f"{NODE_PREFIX}{i}" for i in range(nodes))
+    agent_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                 "PYTHONPATH": os.pathsep.join(filter(None, [
+                     str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
+    agent = procs.spawn("nodeagent", [
+        sys.executable, "-m", "kubenas_devcluster", "agent", f"--kubeconfig={kubeconfig}",
+        f"--work-dir={state_dir / 'agent'}", *(f"--node={n}={gpus}" for n in node_names),
+    ], state_dir, env=agent_env)
+    procs.wait_until_ready("pushgateway", f"http://{pushgateway}/-/ready", gateway, left())
+    procs.wait_until_ready("prometheus", f"http://127.0.0.1:{ports['prometheus']}/-/ready",
+                           prom, left())
+    _wait_schedulable(ApiClient(read_admin_credentials(kubeconfig)), node_names, agent, left())
+    cluster = Cluster(
+        state_dir=state_dir, bin_dir=bin_dir, kubeconfig=kubeconfig, server=server,
+        prometheus_url=f"http://127.0.0.1:{ports['prometheus']}",
+        pushgateway_url=f"http://{pushgateway}", operator_metrics_port=ports["operator"],
+        nodes=node_names,
+    )
+    (state_dir / "cluster.json").write_text(json.dumps(asdict(cluster), default=str, indent=2))
+    cluster.write_env_file()
+    return cluster
+
+
+def _wait_schedulable(api: ApiClient, node_names: tuple[str, ...],
+                      agent: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until every node is Ready without the not-ready taint (node-lifecycle lifts it) and the
+    ``default`` ServiceAccount exists, i.e. until a pod in ``default`` could run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent.poll() is not None:
+            raise RuntimeError(f"node agent exited with code {agent.returncode}")
+        with contextlib.suppress(ApiError, OSError):
+            nodes = api.get("/api/v1/nodes")["items"]
+            ready = {n["metadata"]["name"] for n in nodes if _schedulable(n)}
+            if ready >= set(node_names):
+                api.get("/api/v1/namespaces/default/serviceaccounts/default")
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nodes {list(node_names)} not schedulable after {timeout:.0f} s")
+
+
+def _schedulable(node: dict[str, object]) -> bool:
+    status = node.get("status") or {}
+    spec = node.get("spec") or {}
+    assert isinstance(status, dict) and isinstance(spec, dict)
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or [])
+    tainted = any(t.get("key", "").startswith("node.kubernetes.io/")
+                  for t in spec.get("taints") or [])
+    return ready and not tainted

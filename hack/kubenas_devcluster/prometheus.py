@@ -1,0 +1,44 @@
+"""Command lines and config of Prometheus and the Pushgateway (Debian's binaries).
+
+We start both ourselves on free loopback ports, never the services the packages install.
+Prometheus scrapes the Pushgateway with ``honor_labels: true`` (so a trial's ``job`` label
+survives) and the operator's metrics endpoint, every second so tests wait little.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCRAPE_INTERVAL = "1s"
+
+
+def prometheus_config(pushgateway: str, operator_metrics: str) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "scrape_configs": [
+            {"job_name": "pushgateway", "honor_labels": True,
+             "static_configs": [{"targets": [pushgateway]}]},
+            {"job_name": "kubenas-operator", "static_configs": [{"targets": [operator_metrics]}]},
+        ],
+    }
+
+
+def prometheus_argv(directory: Path, port: int, pushgateway: str,
+                    operator_metrics: str) -> list[str]:
+    """Write the config under ``directory`` and return the command line."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "prometheus.yml"
+    config.write_text(yaml.safe_dump(prometheus_config(pushgateway, operator_metrics)))
+    return [
+        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=1d", "--log.level=warn",
+    ]
+
+
+def pushgateway_argv(port: int) -> list[str]:
+    return ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-admin-api", "--log.level=warn"]
