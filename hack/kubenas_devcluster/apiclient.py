@@ -71,7 +71,12 @@ class ApiClient:
                                timeout=(10, timeout + 30)) as response:
             if response.status_code >= 300:
                 raise ApiError(response.status_code, response.text)
-            for line in response.iter_lines():
-                if line:
-                    event: Json = json.loads(line)
-                    yield event
+            # chunk_size=None hands over each chunk as the server flushes it (one per event);
+            # a fixed size would hold an event back until the next one arrives.
+            pending = b""
+            for chunk in response.iter_content(chunk_size=None):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event: Json = json.loads(line)
+                        yield event

@@ -110,12 +110,12 @@ def stop(state_dir: Path) -> None:
 
 def running_pids(state_dir: Path) -> list[int]:
     """PIDs recorded in ``state_dir`` that are still alive (empty once stopped)."""
-    pids = [int(f.read_text().strip()) for f in (state_dir / "pids").glob("*.pid")]
+    pids = [int(f.read_text().strip()) for f in sorted((state_dir / "pids").glob("*.pid"))]
     return [pid for pid in pids if procs.alive(pid)]
 
 
 def _clear_state(state_dir: Path) -> None:
-    if running_pids(state_dir) if (state_dir / "pids").is_dir() else []:
+    if running_pids(state_dir):
         raise RuntimeError(f"a dev cluster is already running from {state_dir}; stop it first")
     if state_dir.exists():
         shutil.rmtree(state_dir)
@@ -165,6 +165,7 @@ def _start(state_dir: Path, bin_dir: Path, gpus: int, nodes: int,
     procs.wait_until_ready("prometheus", f"http://127.0.0.1:{ports['prometheus']}/-/ready",
                            prom, left())
     _wait_schedulable(ApiClient(read_admin_credentials(kubeconfig)), node_names, agent, left())
+    prometheus.wait_scraping(f"http://127.0.0.1:{ports['prometheus']}", "pushgateway", left())
     cluster = Cluster(
         state_dir=state_dir, bin_dir=bin_dir, kubeconfig=kubeconfig, server=server,
         prometheus_url=f"http://127.0.0.1:{ports['prometheus']}",

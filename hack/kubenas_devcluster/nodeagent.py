@@ -68,6 +68,7 @@ class NodeAgent:
                                    work_dir / node.name, base_env, sys.executable)
             for node in nodes
         }
+        self._registered_at = now()
         self._runners: dict[str, PodRunner] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -116,11 +117,12 @@ class NodeAgent:
                     "DiskPressure": "KubeletHasNoDiskPressure",
                     "PIDPressure": "KubeletHasSufficientPID"}
         conditions = [{"type": kind, "status": "False", "reason": reason,
-                       "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
+                       "lastHeartbeatTime": stamp, "lastTransitionTime": self._registered_at}
                       for kind, reason in pressure.items()]
         conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
                            "message": "kubenas node agent is posting ready status",
-                           "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+                           "lastHeartbeatTime": stamp,
+                           "lastTransitionTime": self._registered_at})
         self._api.patch_merge(f"/api/v1/nodes/{node.name}/status", {"status": {
             "capacity": resources,
             "allocatable": resources,

@@ -19,6 +19,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+# Our own children, kept so they are reaped (no zombies, no "still running" warnings).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
@@ -40,6 +43,7 @@ def spawn(name: str, argv: Sequence[str], state_dir: Path,
             env=dict(env) if env is not None else None, start_new_session=True,
         )
     (pid_dir / f"{name}.pid").write_text(f"{process.pid}\n")
+    _CHILDREN[process.pid] = process
     return process
 
 
@@ -112,5 +116,10 @@ def _pgid_of(pid: int) -> int | None:
 
 def _reap(pid: int) -> None:
     """Collect ``pid`` if it is our child, so it does not linger as a zombie."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+        return
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)

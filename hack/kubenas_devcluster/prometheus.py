@@ -7,6 +7,12 @@ survives) and the operator's metrics endpoint, every second so tests wait little
 
 from __future__ import annotations
 
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +48,18 @@ def prometheus_argv(directory: Path, port: int, pushgateway: str,
 def pushgateway_argv(port: int) -> list[str]:
     return ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}",
             "--web.enable-admin-api", "--log.level=warn"]
+
+
+def wait_scraping(prometheus_url: str, job: str, timeout: float) -> None:
+    """Until Prometheus has scraped ``job`` once. Its target discovery settles only after ~5 s;
+    waiting here keeps that delay out of the first test that pushes a metric."""
+    query = urllib.parse.urlencode({"query": f'up{{job="{job}"}} == 1'})
+    url = f"{prometheus_url}/api/v1/query?{query}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, urllib.error.URLError, ValueError), \
+                urllib.request.urlopen(url, timeout=2) as answer:
+            if json.load(answer)["data"]["result"]:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"Prometheus at {prometheus_url} has not scraped {job} in {timeout:.0f} s")

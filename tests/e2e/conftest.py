@@ -1,0 +1,76 @@
+"""One real dev cluster (hack/kubenas_devcluster) shared by the whole e2e session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from kubenas_devcluster import BinariesMissing, Cluster
+from kubenas_devcluster.testing import wait_for
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The running cluster; its env (KUBECONFIG, PROMETHEUS_URL, ...) is exported meanwhile,
+    so tools and kopf's runner in later tests find it as a user's shell would."""
+    try:
+        running = Cluster.start(tmp_path_factory.mktemp("cluster"), gpus=2)
+    except BinariesMissing as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in running.env().items():
+                patch.setenv(key, value)
+            yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def k8s(cluster: Cluster) -> client.ApiClient:
+    """An admin API client for the cluster."""
+    return config.new_client_from_config(config_file=str(cluster.kubeconfig))
+
+
+@pytest.fixture
+def make_namespace(k8s: client.ApiClient) -> Iterator[Callable[[], str]]:
+    """Creates namespaces whose ``default`` ServiceAccount exists (pods are refused before);
+    deletes them, without waiting, at the end of the test."""
+    core = client.CoreV1Api(k8s)
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        core.create_namespace({"metadata": {"name": name}})
+        created.append(name)
+        wait_for(lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
+                 timeout=30, what=f"default ServiceAccount in {name}")
+        return name
+
+    yield create
+    for name in created:
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+@pytest.fixture
+def namespace(make_namespace: Callable[[], str]) -> str:
+    return make_namespace()
+
+
+def _exists(read: Callable[[], object]) -> bool:
+    try:
+        read()
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+

@@ -1,0 +1,236 @@
+"""The dev cluster behaves like a real one where kubenas relies on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kubenas_devcluster import Cluster
+from kubenas_devcluster.cluster import running_pids
+from kubenas_devcluster.procs import alive
+from kubenas_devcluster.testing import wait_for
+
+pytestmark = pytest.mark.e2e
+
+HACK_DIR = Path(__file__).resolve().parents[2] / "hack"
+# Writes the GPUs it saw and when it ran to its termination message, after sleeping argv[1] s.
+GPU_PROBE = (
+    "import json, os, sys, time; start = time.time(); time.sleep(float(sys.argv[1])); "
+    "open(os.environ['KUBENAS_TERMINATION_MESSAGE_PATH'], 'w').write(json.dumps("
+    "{'gpus': os.environ['CUDA_VISIBLE_DEVICES'], 'start': start, 'end': time.time()}))"
+)
+
+
+def gpu_job(name: str, seconds: float) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "trainer", "image": "kubenas/trainer:dev",
+                "command": ["python", "-c", GPU_PROBE, str(seconds)],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }],
+        }}},
+    }
+
+
+def job_pod(core: client.CoreV1Api, namespace: str, job: str) -> client.V1Pod:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    assert len(pods) == 1, [p.metadata.name for p in pods]
+    return pods[0]
+
+
+def terminated(pod: client.V1Pod) -> client.V1ContainerStateTerminated:
+    state = pod.status.container_statuses[0].state
+    assert state.terminated is not None, state
+    return state.terminated
+
+
+def job_done(batch: client.BatchV1Api, namespace: str, name: str) -> bool:
+    status = batch.read_namespaced_job_status(name, namespace).status
+    assert not status.failed, f"job {name} failed"
+    return bool(status.succeeded)
+
+
+def test_gpu_job_reports_its_termination_message(k8s: client.ApiClient, namespace: str) -> None:
+    batch, core = client.BatchV1Api(k8s), client.CoreV1Api(k8s)
+    batch.create_namespaced_job(namespace, gpu_job("probe", 0))
+    wait_for(lambda: job_done(batch, namespace, "probe"), timeout=60, what="job probe")
+
+    pod = job_pod(core, namespace, "probe")
+    assert pod.status.phase == "Succeeded"
+    finished = terminated(pod)
+    assert finished.exit_code == 0
+    assert json.loads(finished.message)["gpus"] in ("0", "1")
+
+
+def test_scheduler_runs_at_most_two_one_gpu_jobs_on_two_gpus(
+        k8s: client.ApiClient, namespace: str) -> None:
+    batch, core = client.BatchV1Api(k8s), client.CoreV1Api(k8s)
+    names = [f"trial-{i}" for i in range(4)]
+    for name in names:
+        batch.create_namespaced_job(namespace, gpu_job(name, 3))
+
+    most_running = 0
+    deadline = time.monotonic() + 90
+    while not all(job_done(batch, namespace, name) for name in names):
+        assert time.monotonic() < deadline, "4 GPU jobs did not complete in 90 s"
+        pods = core.list_namespaced_pod(namespace).items
+        most_running = max(most_running, sum(p.status.phase == "Running" for p in pods))
+        time.sleep(0.2)
+
+    assert 1 <= most_running <= 2
+    runs = [json.loads(terminated(job_pod(core, namespace, name)).message) for name in names]
+    for i, first in enumerate(runs):
+        for second in runs[i + 1:]:
+            if first["start"] < second["end"] and second["start"] < first["end"]:
+                assert first["gpus"] != second["gpus"], (first, second)
+
+
+def sleeper_pod(name: str, pid_file: Path) -> dict[str, Any]:
+    """A pod whose shell and its child ``sleep`` write their PIDs, then wait for long."""
+    script = f"sleep 300 & echo $! > {pid_file}.tmp; echo $$ >> {pid_file}.tmp; " \
+             f"mv {pid_file}.tmp {pid_file}; wait"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        "restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
+        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
+    }}
+
+
+def started_pids(pid_file: Path) -> list[int]:
+    wait_for(pid_file.exists, timeout=30, what=f"{pid_file}")
+    pids = [int(line) for line in pid_file.read_text().split()]
+    assert len(pids) == 2 and all(alive(pid) for pid in pids)
+    return pids
+
+
+def test_deleting_pods_and_namespaces_leaves_no_process(
+        k8s: client.ApiClient, make_namespace: Callable[[], str], tmp_path: Path) -> None:
+    core = client.CoreV1Api(k8s)
+    namespace = make_namespace()
+    core.create_namespaced_pod(namespace, sleeper_pod("deleted", tmp_path / "deleted"))
+    core.create_namespaced_pod(namespace, sleeper_pod("left", tmp_path / "left"))
+    deleted_pids = started_pids(tmp_path / "deleted")
+    left_pids = started_pids(tmp_path / "left")
+
+    core.delete_namespaced_pod("deleted", namespace)
+    wait_for(lambda: not any(alive(pid) for pid in deleted_pids), timeout=15,
+             what="the deleted pod's processes to end")
+    wait_for(lambda: not core.list_namespaced_pod(
+        namespace, field_selector="metadata.name=deleted").items, timeout=15,
+        what="the pod object to go")
+
+    core.delete_namespace(namespace)
+    wait_for(lambda: namespace not in {
+        n.metadata.name for n in core.list_namespace().items}, timeout=60,
+        what=f"namespace {namespace} to be deleted")
+    assert not any(alive(pid) for pid in left_pids)
+
+
+def test_pods_act_with_their_service_account_rights(
+        k8s: client.ApiClient, namespace: str) -> None:
+    core, rbac = client.CoreV1Api(k8s), client.RbacAuthorizationV1Api(k8s)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "worker"}})
+
+    def run_kubectl(name: str) -> client.V1Pod:
+        core.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": {
+            "serviceAccountName": "worker", "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "kubectl",
+                            "command": ["kubectl", "get", "configmaps"],
+                            "terminationMessagePolicy": "FallbackToLogsOnError"}],
+        }})
+        return wait_for(lambda: _finished(core.read_namespaced_pod(name, namespace)),
+                        timeout=30, what=f"pod {name}")
+
+    refused = run_kubectl("before-binding")
+    assert refused.status.phase == "Failed"
+    message = terminated(refused).message
+    assert "Forbidden" in message and f"system:serviceaccount:{namespace}:worker" in message
+
+    rbac.create_namespaced_role(namespace, {"metadata": {"name": "read-configmaps"}, "rules": [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]})
+    rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "worker-reads-configmaps"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "read-configmaps"},
+        "subjects": [{"kind": "ServiceAccount", "name": "worker", "namespace": namespace}],
+    })
+    assert run_kubectl("after-binding").status.phase == "Succeeded"
+
+
+def _finished(pod: client.V1Pod) -> client.V1Pod | None:
+    return pod if pod.status.phase in ("Succeeded", "Failed") else None
+
+
+def test_pushed_metric_reaches_prometheus_within_a_scrape(cluster: Cluster) -> None:
+    trial, value = uuid.uuid4().hex[:8], time.time()
+    group = f"{cluster.pushgateway_url}/metrics/job/kubenas-e2e/trial/{trial}"
+    urllib.request.urlopen(urllib.request.Request(
+        group, data=f"kubenas_e2e_probe {value}\n".encode(), method="PUT"), timeout=5)
+    pushed = time.monotonic()
+    query = urllib.parse.urlencode({"query": f'kubenas_e2e_probe{{trial="{trial}"}}'})
+
+    def scraped() -> list[Any]:
+        url = f"{cluster.prometheus_url}/api/v1/query?{query}"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            result: list[Any] = json.load(answer)["data"]["result"]
+            return result
+
+    result = wait_for(scraped, timeout=10, what="the pushed metric in Prometheus", interval=0.1)
+    assert time.monotonic() - pushed < 1 + 3
+    assert result[0]["metric"]["job"] == "kubenas-e2e"
+    assert float(result[0]["value"][1]) == pytest.approx(value)
+    urllib.request.urlopen(urllib.request.Request(group, method="DELETE"), timeout=5)
+
+
+def test_cli_up_and_down(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    env = {**os.environ, "PYTHONPATH": str(HACK_DIR)}
+    env.pop("KUBECONFIG", None)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "kubenas_devcluster", *args,
+                               f"--state-dir={state_dir}"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    try:
+        assert "source" in cli("up", "--gpus=3")
+        shown = subprocess.run(["bash", "-c", f"source {state_dir}/env && kubectl get nodes "
+                                "-o jsonpath='{.items[0].status.capacity.nvidia\\.com/gpu} "
+                                "{.items[0].status.conditions[?(@.type==\"Ready\")].status}'"],
+                               env=env, capture_output=True, text=True, timeout=30)
+        assert shown.stdout.split() == ["3", "True"], shown.stdout + shown.stderr
+        pids = running_pids(state_dir)
+        assert len(pids) == 7
+    finally:
+        cli("down")
+    assert not [pid for pid in pids if alive(pid)]
+    assert not _processes_mentioning(str(state_dir))
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and alive(int(entry)):
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                found.append(int(entry))
+    return found
