@@ -1,0 +1,191 @@
+"""Wire models of the ``NASExperiment`` resource (``kubenas.io/v1alpha1``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from kubenas.api._base import WireModel, field_error
+from kubenas.api.space import SearchSpaceSpec
+
+API_VERSION = "kubenas.io/v1alpha1"
+KIND = "NASExperiment"
+
+Direction = Literal["maximize", "minimize"]
+MetricName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class AdditionalObjective(WireModel):
+    metric: MetricName
+    direction: Direction = "minimize"
+
+
+class Objective(WireModel):
+    """What the search optimises; additional objectives make a Pareto front."""
+
+    metric: MetricName = "val_accuracy"
+    direction: Direction = "maximize"
+    additional: list[AdditionalObjective] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Objective:
+        names = [self.metric, *(o.metric for o in self.additional)]
+        if len(set(names)) != len(names):
+            raise field_error("additional", "must not repeat the objective metric")
+        return self
+
+
+class RandomStrategy(WireModel):
+    name: Literal["random"]
+
+
+class GridStrategy(WireModel):
+    name: Literal["grid"]
+    float_points: int = Field(default=5, ge=2, le=100, description="grid points per float range")
+
+
+class EvolutionStrategy(WireModel):
+    """Regularized evolution (Real et al. 2019): tournament of ``sampleSize`` in a moving population."""
+
+    name: Literal["evolution"]
+    population_size: int = Field(default=10, ge=2, le=10_000)
+    sample_size: int = Field(default=3, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _sample_in_population(self) -> EvolutionStrategy:
+        if self.sample_size > self.population_size:
+            raise field_error("sampleSize", f"must be <= populationSize ({self.population_size})")
+        return self
+
+
+class TpeStrategy(WireModel):
+    name: Literal["tpe"]
+    startup_trials: int = Field(default=10, ge=1)
+    constant_liar: bool = True
+
+
+class LocalSearchStrategy(WireModel):
+    """Best-improvement local search with restarts (White et al. 2021)."""
+
+    name: Literal["local-search"]
+    initial_samples: int = Field(default=10, ge=1)
+
+
+class BayesianStrategy(WireModel):
+    """Predictor-guided search: a Gaussian process over architecture encodings chooses candidates."""
+
+    name: Literal["bananas"]
+    initial_samples: int = Field(default=10, ge=1)
+    candidates: int = Field(default=100, ge=1, le=100_000)
+    exploration: float = Field(default=0.5, ge=0.0, le=10.0)
+
+
+StrategySpec = Annotated[
+    RandomStrategy
+    | GridStrategy
+    | EvolutionStrategy
+    | TpeStrategy
+    | LocalSearchStrategy
+    | BayesianStrategy,
+    Field(discriminator="name"),
+]
+
+
+class Budget(WireModel):
+    max_trials: int = Field(ge=1, le=100_000)
+    parallel_trials: int = Field(default=1, ge=1, le=1_000)
+    max_failed_trials: int = Field(default=3, ge=0)
+    goal: float | None = Field(default=None, description="objective value that ends the search")
+
+    @model_validator(mode="after")
+    def _parallel_within_budget(self) -> Budget:
+        if self.parallel_trials > self.max_trials:
+            raise field_error("parallelTrials", f"must be <= maxTrials ({self.max_trials})")
+        return self
+
+
+class Fidelity(WireModel):
+    """How much training a trial gets; a scheduler stops or promotes trials between rungs."""
+
+    resource: Literal["epochs"] = "epochs"
+    min: int = Field(default=1, ge=1)
+    max: int = Field(ge=1, le=100_000)
+    scheduler: Literal["none", "asha", "hyperband", "median"] = "none"
+    reduction_factor: int = Field(default=3, ge=2, le=100)
+    grace_trials: int = Field(
+        default=3, ge=1, description="median stopping: completed trials needed before stopping any"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Fidelity:
+        if self.min > self.max:
+            raise field_error("min", f"must be <= max ({self.max})")
+        if self.scheduler in ("asha", "hyperband") and self.min == self.max:
+            raise field_error("min", f"must be < max for scheduler {self.scheduler}")
+        return self
+
+
+class EnvVar(WireModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    value: str
+
+
+class TrialTemplate(WireModel):
+    """How one trial runs: data, training settings, and (in a cluster) its pod."""
+
+    dataset: str = Field(min_length=1)
+    hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    timeout_seconds: int = Field(default=3600, ge=1)
+    command: list[str] = Field(
+        default_factory=lambda: ["python", "-m", "kubenas_trainer"], min_length=1
+    )
+    env: list[EnvVar] = Field(default_factory=list)
+    image: str | None = None
+    resources: dict[str, Any] | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = None
+    priority_class_name: str | None = None
+    queue_name: str | None = None
+    backoff_limit: int = Field(default=0, ge=0, le=10)
+    pod_template: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _dataset_form(self) -> TrialTemplate:
+        kind, _, rest = self.dataset.partition(":")
+        if kind in ("npz", "idx", "synthetic") and not rest:
+            raise field_error("dataset", f"{kind}: needs a value after the colon")
+        return self
+
+
+class ExperimentSpec(WireModel):
+    objective: Objective = Field(default_factory=Objective)
+    search_space: SearchSpaceSpec
+    strategy: StrategySpec = Field(default_factory=lambda: RandomStrategy(name="random"))
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    budget: Budget
+    fidelity: Fidelity | None = None
+    trial: TrialTemplate
+
+
+class ObjectMeta(WireModel):
+    """The part of Kubernetes metadata kubenas reads; other keys are kept but ignored."""
+
+    model_config = WireModel.model_config | {"extra": "allow"}
+
+    name: str = Field(
+        min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+    )
+    namespace: str | None = None
+
+
+class NASExperiment(WireModel):
+    api_version: Literal["kubenas.io/v1alpha1"]
+    kind: Literal["NASExperiment"]
+    metadata: ObjectMeta
+    spec: ExperimentSpec
+    status: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

@@ -1,0 +1,56 @@
+"""Trial records: the only state of a search. Locally JSON lines, in a cluster NASTrial status."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrialState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    STOPPED = "Stopped"
+
+    @property
+    def active(self) -> bool:
+        return self in (TrialState.PENDING, TrialState.RUNNING)
+
+
+class TrialRecord(BaseModel):
+    """Everything the engine knows about one trial (an architecture and its training runs).
+
+    ``fidelity`` is the target of the current or last run; ``results`` maps each completed
+    fidelity to its final metrics, so a multi-fidelity scheduler can rank trials per rung;
+    ``intermediate`` holds the objective per epoch of the current run (median stopping).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    index: int = Field(ge=0)
+    params: dict[str, Any]
+    key: str = Field(description="canonical encoding of the architecture, for de-duplication")
+    state: TrialState = TrialState.PENDING
+    fidelity: int | None = None
+    resumed_from: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    results: dict[int, dict[str, float]] = Field(default_factory=dict)
+    intermediate: list[tuple[int, float]] = Field(default_factory=list)
+    checkpoint: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def objective(self, metric: str) -> float | None:
+        """The final value of ``metric`` at this trial's highest completed fidelity."""
+        value = self.metrics.get(metric)
+        return None if value is None else float(value)
+
+    def with_changes(self, **changes: Any) -> TrialRecord:
+        return self.model_copy(update=changes)

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: strategies on NAS-Bench-201, decision latency."""

@@ -1,0 +1,124 @@
+"""The ``kubenas`` command line: run an experiment locally, validate one, benchmark the search."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from kubenas.api import ExperimentError, load_experiment
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from kubenas.runtime.local import LocalRunner
+
+    experiment = load_experiment(args.experiment)
+    out = Path(args.out) if args.out else Path("runs") / experiment.name
+    runner = LocalRunner(experiment, out, quiet=args.quiet, cpu_slots=args.cpu_slots)
+    summary = runner.run()
+    return EXIT_OK if summary.get("finished") else EXIT_FAILED
+
+
+def _validate(args: argparse.Namespace) -> int:
+    experiment = load_experiment(args.experiment)
+    print(f"{args.experiment}: valid NASExperiment {experiment.name!r}")
+    return EXIT_OK
+
+
+def _bench_nb201(args: argparse.Namespace) -> int:
+    from kubenas.bench.nb201 import DEFAULT_SETTINGS, run_benchmark
+
+    table = Path(args.dataset_file) if args.dataset_file else Path(args.data) / "cifar10.csv"
+    strategies = args.strategies.split(",") if args.strategies else list(DEFAULT_SETTINGS)
+    unknown = [s for s in strategies if s not in DEFAULT_SETTINGS]
+    if unknown:
+        print(f"--strategies: unknown {unknown}; known: {list(DEFAULT_SETTINGS)}", file=sys.stderr)
+        return EXIT_INVALID
+    started = time.perf_counter()
+    results = run_benchmark(table, strategies, args.queries, args.seeds, args.workers)
+    print(f"NAS-Bench-201 {table}: {args.queries} queries, {args.seeds} seeds, "
+          f"score = test_acc_200ep of the best val_acc_12ep found")
+    print(f"{'strategy':<14}{'mean':>8}{'std':>8}{'seeds':>7}{'queries':>9}{'cpu s':>9}")
+    for r in results:
+        print(f"{r.strategy:<14}{r.mean:>8.2f}{r.std:>8.2f}{r.seeds:>7}{r.queries:>9}{r.cpu_seconds:>9.1f}")
+    print(f"wall time {time.perf_counter() - started:.1f} s")
+    if args.json:
+        rows = [
+            {"strategy": r.strategy, "mean": round(r.mean, 4), "std": round(r.std, 4),
+             "seeds": r.seeds, "queries": r.queries, "cpu_seconds": round(r.cpu_seconds, 2)}
+            for r in results
+        ]
+        print(json.dumps({"results": rows}))
+    return EXIT_OK
+
+
+def _bench_suggest(args: argparse.Namespace) -> int:
+    from kubenas.bench.nb201 import DEFAULT_SETTINGS
+    from kubenas.bench.suggest import measure
+
+    strategies = args.strategies.split(",") if args.strategies else list(DEFAULT_SETTINGS)
+    print(f"decide() latency with {args.records} finished trials (NB201 space)")
+    rows = []
+    for strategy in strategies:
+        lat = measure(strategy, args.records)
+        rows.append(lat)
+        print(f"{strategy:<14} median {lat.median_ms:9.1f} ms   max {lat.max_ms:9.1f} ms")
+    if args.json:
+        print(json.dumps({"results": [r.__dict__ for r in rows]}))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubenas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an experiment on this machine")
+    run.add_argument("experiment")
+    run.add_argument("--out", help="results folder (default runs/<name>); reused to resume")
+    run.add_argument("--quiet", action="store_true", help="log lines instead of a live display")
+    run.add_argument("--cpu-slots", type=int, default=os.cpu_count() or 1,
+                     help="CPU cores shared by parallel trials when there is no GPU")
+    run.set_defaults(func=_run)
+
+    validate = sub.add_parser("validate", help="check an experiment file")
+    validate.add_argument("experiment")
+    validate.set_defaults(func=_validate)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    nb201 = bench.add_parser("nb201", help="strategies on a NAS-Bench-201 table")
+    nb201.add_argument("--data", default=".", help="folder with cifar10.csv")
+    nb201.add_argument("--dataset-file", help="a table with the same columns (overrides --data)")
+    nb201.add_argument("--queries", type=int, default=100)
+    nb201.add_argument("--seeds", type=int, default=100)
+    nb201.add_argument("--strategies", help="comma list (default: all)")
+    nb201.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    nb201.add_argument("--json", action="store_true", help="last line: JSON results")
+    nb201.set_defaults(func=_bench_nb201)
+
+    suggest = bench.add_parser("suggest", help="latency of decide() per strategy")
+    suggest.add_argument("--records", type=int, default=10_000)
+    suggest.add_argument("--strategies", help="comma list (default: all)")
+    suggest.add_argument("--json", action="store_true")
+    suggest.set_defaults(func=_bench_suggest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ExperimentError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

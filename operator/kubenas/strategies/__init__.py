@@ -1,0 +1,40 @@
+"""Search strategies behind one interface; :func:`make_strategy` builds one from the spec."""
+
+from kubenas.api.experiment import (
+    BayesianStrategy,
+    EvolutionStrategy,
+    GridStrategy,
+    LocalSearchStrategy,
+    StrategySpec,
+    TpeStrategy,
+)
+from kubenas.space import SearchSpace
+from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies.evolution import RegularizedEvolution
+from kubenas.strategies.grid import GridSearch
+from kubenas.strategies.local_search import LocalSearch
+from kubenas.strategies.predictor import PredictorGuidedSearch
+from kubenas.strategies.random_search import RandomSearch
+
+STRATEGY_NAMES = ("random", "grid", "evolution", "tpe", "local-search", "bananas")
+
+
+def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy:
+    if isinstance(spec, GridStrategy):
+        return GridSearch(space, seed, spec.float_points)
+    if isinstance(spec, EvolutionStrategy):
+        return RegularizedEvolution(space, seed, spec.population_size, spec.sample_size)
+    if isinstance(spec, TpeStrategy):
+        from kubenas.strategies.tpe import TreeParzen  # optuna is slow to import
+
+        return TreeParzen(space, seed, spec.startup_trials, spec.constant_liar)
+    if isinstance(spec, LocalSearchStrategy):
+        return LocalSearch(space, seed, spec.initial_samples)
+    if isinstance(spec, BayesianStrategy):
+        return PredictorGuidedSearch(
+            space, seed, spec.initial_samples, spec.candidates, spec.exploration
+        )
+    return RandomSearch(space, seed)
+
+
+__all__ = ["STRATEGY_NAMES", "Observation", "Strategy", "make_strategy", "trial_rng"]

@@ -1,0 +1,68 @@
+"""The strategy interface: a pure function of past trials, the seed and the trial index."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from kubenas.space import Assignment, SearchSpace
+
+# Proposals a strategy may retry before falling back to the space's canonical order.
+_RANDOM_RETRIES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One trial as a strategy sees it. ``value`` is oriented so that larger is better; it is
+    None for a trial that failed or has not finished."""
+
+    index: int
+    params: Assignment
+    key: str
+    value: float | None
+
+
+def trial_rng(seed: int, index: int, salt: str = "") -> random.Random:
+    """The random stream of one suggestion: fixed by (experiment seed, trial index) alone, so a
+    restarted controller draws exactly what a long-lived one would have drawn."""
+    return random.Random(f"kubenas/{seed}/{index}/{salt}")
+
+
+class Strategy(ABC):
+    """Proposes the architecture of trial ``index``; must not return a key in ``taken``."""
+
+    def __init__(self, space: SearchSpace, seed: int) -> None:
+        self.space = space
+        self.seed = seed
+
+    @abstractmethod
+    def suggest(
+        self,
+        index: int,
+        finished: Sequence[Observation],
+        running: Sequence[Observation],
+        taken: frozenset[str],
+    ) -> Assignment | None:
+        """The next architecture, or None when every architecture has been tried."""
+
+    def first_untaken(
+        self,
+        propose: Callable[[random.Random], Assignment],
+        rng: random.Random,
+        taken: frozenset[str],
+    ) -> Assignment | None:
+        """Retry ``propose`` until it gives a new architecture, then fall back to random draws and
+        finally the space's canonical order, so a finite space is used up before giving up."""
+        for attempt in range(2 * _RANDOM_RETRIES):
+            candidate = propose(rng) if attempt < _RANDOM_RETRIES else self.space.sample(rng)
+            if self.space.key(candidate) not in taken:
+                return candidate
+        size = self.space.size()
+        if size is not None and len(taken) >= size:
+            return None
+        for candidate in self.space.grid(float_points=2):
+            if self.space.key(candidate) not in taken:
+                return candidate
+        return None

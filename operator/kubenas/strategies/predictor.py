@@ -1,0 +1,146 @@
+"""Predictor-guided search in the spirit of BANANAS (White et al., AAAI 2021).
+
+A Gaussian process over one-hot architecture encodings (its RBF kernel is an exponentiated
+Hamming distance between architectures) predicts each candidate's objective; candidates are
+mutations of the best architectures seen, plus random ones, and the one with the highest upper
+confidence bound is proposed. The model is fitted from the records on every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kubenas.space import Assignment, Categorical, SearchSpace
+from kubenas.strategies._base import Observation, Strategy, trial_rng
+
+# The GP is fitted on at most this many observations (the best half and the latest half),
+# which keeps a call within milliseconds however long the experiment has run.
+_MAX_TRAINING_POINTS = 600
+_LENGTHSCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+_NOISE = (1e-3, 1e-2, 1e-1)
+
+
+class _Encoder:
+    """One-hot for categorical parameters, the unit interval for numeric ones; inactive = 0."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.slots: list[tuple[str, object | None]] = []
+        for p in space.params:
+            if isinstance(p, Categorical):
+                self.slots.extend((p.name, c) for c in p.choices)
+            else:
+                self.slots.append((p.name, None))
+        self.numeric = {p.name: p for p in space.params if not isinstance(p, Categorical)}
+
+    def __call__(self, assignment: Assignment) -> np.ndarray:
+        active = self.space.active(assignment)
+        row = np.zeros(len(self.slots))
+        for i, (name, choice) in enumerate(self.slots):
+            if name not in active:
+                continue
+            if choice is None:
+                p = self.numeric[name]
+                low, high = float(p.low), float(p.high)  # type: ignore[union-attr]
+                row[i] = (float(active[name]) - low) / (high - low) if high > low else 0.0
+            else:
+                row[i] = 1.0 if active[name] == choice else 0.0
+        return row
+
+
+def _kernel(a: np.ndarray, b: np.ndarray, lengthscale: float) -> np.ndarray:
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.exp(-np.maximum(sq, 0.0) / (2.0 * lengthscale**2))
+
+
+class _GaussianProcess:
+    """Exact GP regression; lengthscale and noise picked by marginal likelihood on a small grid."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x = x
+        self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
+        z = (y - self.mean) / self.scale
+        best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+        for ls in _LENGTHSCALES:
+            k = _kernel(x, x, ls)
+            for noise in _NOISE:
+                chol = np.linalg.cholesky(k + noise * np.eye(len(x)))
+                alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
+                nll = 0.5 * z @ alpha + np.log(np.diag(chol)).sum()
+                if best is None or nll < best[0]:
+                    best = (nll, ls, chol, alpha)
+        assert best is not None
+        _, self.lengthscale, self.chol, self.alpha = best
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = _kernel(x, self.x, self.lengthscale)
+        mu = k @ self.alpha
+        v = np.linalg.solve(self.chol, k.T)
+        var = np.maximum(1.0 - (v * v).sum(0), 1e-12)
+        return self.mean + self.scale * mu, self.scale * np.sqrt(var)
+
+
+class PredictorGuidedSearch(Strategy):
+    def __init__(
+        self, space: SearchSpace, seed: int, initial_samples: int, candidates: int, exploration: float
+    ) -> None:
+        super().__init__(space, seed)
+        self.initial_samples = initial_samples
+        self.candidates = candidates
+        self.exploration = exploration
+        self.encode = _Encoder(space)
+
+    def _training_set(self, scored: list[Observation]) -> list[Observation]:
+        if len(scored) <= _MAX_TRAINING_POINTS:
+            return scored
+        half = _MAX_TRAINING_POINTS // 2
+        best = sorted(scored, key=lambda o: (-(o.value or 0.0), o.index))[:half]
+        chosen = {o.index for o in best}
+        latest = [o for o in sorted(scored, key=lambda o: -o.index) if o.index not in chosen][:half]
+        return best + latest
+
+    def suggest(
+        self,
+        index: int,
+        finished: Sequence[Observation],
+        running: Sequence[Observation],
+        taken: frozenset[str],
+    ) -> Assignment | None:
+        rng = trial_rng(self.seed, index)
+        scored = [o for o in finished if o.value is not None]
+        if len(finished) + len(running) < self.initial_samples or len(scored) < 2:
+            return self.first_untaken(self.space.sample, rng, taken)
+
+        ranked = sorted(scored, key=lambda o: (-(o.value or 0.0), o.index))
+        pool: dict[str, Assignment] = {}
+
+        def offer(candidate: Assignment) -> None:
+            key = self.space.key(candidate)
+            if key not in taken:
+                pool.setdefault(key, candidate)
+
+        for n in self.space.neighbours(ranked[0].params):
+            offer(n)
+        parents = ranked[: max(1, min(10, len(ranked)))]
+        for i in range(self.candidates):
+            parent = parents[i % len(parents)].params
+            child = self.space.mutate(parent, rng)
+            if i % 2:
+                child = self.space.mutate(child, rng)
+            offer(child)
+        for _ in range(self.candidates // 4):
+            offer(self.space.sample(rng))
+        if not pool:
+            return self.first_untaken(self.space.sample, rng, taken)
+
+        training = self._training_set(scored)
+        gp = _GaussianProcess(
+            np.stack([self.encode(o.params) for o in training]),
+            np.array([o.value for o in training], dtype=float),
+        )
+        keys = list(pool)
+        mu, sigma = gp.predict(np.stack([self.encode(pool[k]) for k in keys]))
+        score = mu + self.exploration * sigma
+        return pool[keys[int(np.argmax(score))]]
