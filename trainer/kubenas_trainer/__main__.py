@@ -1,0 +1,42 @@
+"""``python -m kubenas_trainer``: run one trial as the kubenas trainer contract describes.
+
+Exit status 0 on success, 2 for a setting that can never work (bad architecture, unknown dataset),
+1 for any other failure; the error goes to stderr and into the termination message.
+"""
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from kubenas_trainer.config import ConfigError, TrialConfig
+from kubenas_trainer.report import Reporter
+from kubenas_trainer.settings import resolve_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    values = resolve_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    try:
+        reporter = Reporter.from_settings(values)
+    except ConfigError as error:
+        print(f"kubenas_trainer: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        config = TrialConfig.from_settings(values)
+        from kubenas_trainer.trial import run_trial  # torch loads only for a valid config
+
+        run_trial(config, reporter)
+    except ConfigError as error:
+        print(f"kubenas_trainer: error: {error}", file=sys.stderr)
+        reporter.error(f"invalid configuration: {error}")
+        return 2
+    except Exception as error:
+        traceback.print_exc()
+        print(f"kubenas_trainer: error: {type(error).__name__}: {error}", file=sys.stderr)
+        reporter.error(f"{type(error).__name__}: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

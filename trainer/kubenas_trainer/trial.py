@@ -1,0 +1,69 @@
+"""One trial from start to final report: data, model, optional resume, epochs, test, summary."""
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kubenas_trainer.checkpoint import load_checkpoint, save_checkpoint
+from kubenas_trainer.config import TrialConfig
+from kubenas_trainer.data import load_dataset
+from kubenas_trainer.device import plan_device
+from kubenas_trainer.models import build_model
+from kubenas_trainer.models.cost import count_flops, count_parameters
+from kubenas_trainer.report import Reporter
+from kubenas_trainer.train import Trainer, to_device
+
+
+def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
+    """Train to ``config.epochs`` epochs in total, reporting every epoch; returns the summary.
+
+    The test split is evaluated once, after training, and reported but never used to choose.
+    """
+    plan = plan_device(config.device)
+    splits = load_dataset(config.dataset, config.data_dir)
+    torch.manual_seed(config.seed)
+    model = build_model(config.family, config.architecture, splits.sample_shape,
+                        splits.num_classes)
+    params = count_parameters(model)
+    flops = count_flops(model, torch.from_numpy(splits.train[0][:1]))
+    trainer = Trainer(model, to_device(splits.train, plan), config.hparams,
+                      config.schedule_epochs, plan, config.seed, config.compile)
+    if config.resume_from is not None:
+        trainer.load_state_dict(load_checkpoint(config.resume_from))
+    val, test = to_device(splits.val, plan), to_device(splits.test, plan)
+    reporter.start(family=config.family, dataset=config.dataset, params=params, flops=flops,
+                   device=plan.device.type, threads=plan.threads, start_epoch=trainer.epoch,
+                   epochs=config.epochs, hparams=vars(config.hparams))
+
+    checkpoint: Path | None = None
+    train_seconds = 0.0
+    val_loss, val_accuracy = float("nan"), float("nan")
+    while trainer.epoch < config.epochs:
+        started = time.perf_counter()
+        metrics = trainer.train_epoch()
+        val_loss, val_accuracy = trainer.evaluate(val)
+        seconds = time.perf_counter() - started
+        train_seconds += seconds
+        if config.checkpoint_dir is not None:
+            checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
+        reporter.epoch(trainer.epoch, {**metrics, "val_loss": val_loss,
+                                       "val_accuracy": val_accuracy, "epoch_seconds": seconds})
+
+    if train_seconds == 0.0:  # the checkpoint already has the epochs asked for: evaluate it
+        val_loss, val_accuracy = trainer.evaluate(val)
+        if config.checkpoint_dir is not None:
+            checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
+    test_loss, test_accuracy = trainer.evaluate(test)
+    return reporter.final({
+        "val_accuracy": val_accuracy, "val_loss": val_loss,
+        "test_accuracy": test_accuracy, "test_loss": test_loss,
+        "params": params, "flops": flops, "epochs": trainer.epoch,
+        "train_seconds": round(train_seconds, 3),
+    }, checkpoint=checkpoint)
+
+
+def _checkpoint_state(trainer: Trainer, config: TrialConfig) -> dict[str, Any]:
+    return {"family": config.family, "architecture": config.architecture,
+            "schedule_epochs": config.schedule_epochs, **trainer.state_dict()}
