@@ -151,10 +151,15 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
             if best is None or rank > best_rank:
                 best, best_rank = r, rank
 
-    def finish(reason: FinishReason, message: str) -> Decisions:
-        stops = tuple(Stop(r.name, "ExperimentFinished", f"{reason}: {message}") for r in active)
+    def finish(reason: FinishReason, message: str, stops: Sequence[Stop] = ()) -> Decisions:
+        named = {s.trial for s in stops}
+        ending = [
+            Stop(r.name, "ExperimentFinished", f"{reason}: {message}")
+            for r in active
+            if r.name not in named
+        ]
         return Decisions(
-            stop=stops, finished=True, reason=reason, message=message, best=best, pareto=pareto
+            stop=(*stops, *ending), finished=True, reason=reason, message=message, best=best, pareto=pareto
         )
 
     if failed > budget.max_failed_trials:
@@ -211,10 +216,11 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
 
     if not still_active and not promotions and not starts:
         if len(records) >= budget.max_trials:
-            return finish(FinishReason.BUDGET_SPENT, f"all {budget.max_trials} trials done")
+            return finish(FinishReason.BUDGET_SPENT, f"all {budget.max_trials} trials done", stops)
         if exhausted:
             return finish(
-                FinishReason.SPACE_EXHAUSTED, f"every architecture of the space was tried ({len(records)})"
+                FinishReason.SPACE_EXHAUSTED, f"every architecture of the space was tried ({len(records)})",
+                stops,
             )
     return Decisions(
         start=tuple(starts),

@@ -51,6 +51,11 @@ def _message(error: ErrorDetails) -> tuple[str, str]:
     kind, ctx = error["type"], error.get("ctx", {})
     if kind == "kubenas_field":
         return str(ctx["field"]), str(ctx["message"])
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        field = str(ctx.get("discriminator", "")).strip("'\"")
+        if kind == "union_tag_not_found":
+            return field, "is required"
+        return field, f"must be one of {ctx.get('expected_tags')}"
     messages = {
         "missing": "is required",
         "extra_forbidden": "is not a known field",
@@ -82,9 +87,13 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     problems: list[str] = []
     for error in exc.errors():
         extra, message = _message(error)
-        path = _path(error["loc"])
+        loc = error["loc"]
         if extra:
-            path = f"{path}.{extra}" if path else extra
+            head, _, tail = extra.partition("[")
+            loc = (*loc, head)
+            path = _path(loc) + (f"[{tail}" if tail else "")
+        else:
+            path = _path(loc)
         line = f"{path or '(document)'}: {message}"
         if line not in problems:
             problems.append(line)

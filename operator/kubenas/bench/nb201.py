@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kubenas.api.experiment import ExperimentSpec
-from kubenas.api.records import TrialRecord, TrialState
-from kubenas.engine import decide
+from kubenas.runtime.simulated import simulate
 from kubenas.space import nb201_cell_string
 
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
@@ -66,24 +65,8 @@ def benchmark_spec(strategy: str, seed: int, queries: int) -> ExperimentSpec:
 def run_search(table: Table, strategy: str, seed: int, queries: int) -> float:
     """One search of ``queries`` table look-ups; returns test_acc_200ep of the named best."""
     spec = benchmark_spec(strategy, seed, queries)
-    records: list[TrialRecord] = []
-    while True:
-        decisions = decide(spec, records, now=float(len(records)))
-        if decisions.finished:
-            break
-        for start in decisions.start:
-            cell = str(start.architecture["cell"])
-            records.append(
-                TrialRecord(
-                    name=f"nb201-{start.index:04d}",
-                    index=start.index,
-                    params=start.params,
-                    key=start.key,
-                    state=TrialState.SUCCEEDED,
-                    metrics={"val_accuracy": table.val_12[cell]},
-                )
-            )
-    best = decisions.best
+    sim = simulate(spec, lambda params, epoch: table.val_12[nb201_cell_string(params)])
+    best = sim.final.best
     if best is None:
         raise RuntimeError(f"{strategy} seed {seed}: no best trial")
     return table.test_200[nb201_cell_string(best.params)]

@@ -1,0 +1,57 @@
+"""The trainer contract seen from the control plane: the environment a trial process gets.
+
+Both runtimes (local processes and Kubernetes Jobs) hand a trial these variables; the trainer
+(``kubenas_trainer``) or a user's own image reads them. docs/trainer-contract.md documents them.
+"""
+
+from __future__ import annotations
+
+import json
+
+from kubenas.api.experiment import NASExperiment
+from kubenas.api.records import TrialRecord
+
+SEED_MODULUS = 2**31 - 1
+
+
+def trial_seed(experiment_seed: int, index: int) -> int:
+    """Each trial's training seed, fixed by the experiment seed and the trial index."""
+    return (experiment_seed * 1_000_003 + index) % SEED_MODULUS
+
+
+def trial_name(experiment: str, index: int) -> str:
+    """Deterministic, so a controller that restarts between deciding and creating cannot
+    create the same trial twice under two names."""
+    return f"{experiment}-{index:04d}"
+
+
+def trial_environment(
+    experiment: NASExperiment,
+    record: TrialRecord,
+    architecture: dict[str, object],
+    *,
+    dataset: str | None = None,
+) -> dict[str, str]:
+    """Variables that tell a trainer what to train, for how long, and from where to resume."""
+    spec = experiment.spec
+    env = {
+        "KUBENAS_EXPERIMENT": experiment.name,
+        "KUBENAS_TRIAL": record.name,
+        "KUBENAS_FAMILY": spec.search_space.family,
+        "KUBENAS_ARCHITECTURE": json.dumps(architecture, sort_keys=True, separators=(",", ":")),
+        "KUBENAS_DATASET": dataset or spec.trial.dataset,
+        "KUBENAS_HPARAMS": json.dumps(spec.trial.hyperparameters, sort_keys=True),
+        "KUBENAS_SEED": str(trial_seed(spec.seed, record.index)),
+        "KUBENAS_OBJECTIVE": spec.objective.metric,
+    }
+    if experiment.metadata.namespace:
+        env["KUBENAS_NAMESPACE"] = experiment.metadata.namespace
+    if record.fidelity is not None:
+        env["KUBENAS_EPOCHS"] = str(record.fidelity)
+        if spec.fidelity is not None:
+            env["KUBENAS_SCHEDULE_EPOCHS"] = str(spec.fidelity.max)
+    if record.resumed_from:
+        env["KUBENAS_RESUME_FROM"] = record.resumed_from
+    for var in spec.trial.env:
+        env[var.name] = var.value
+    return env

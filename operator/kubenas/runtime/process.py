@@ -1,0 +1,139 @@
+"""One trial as a local process: launch it, follow its reports, end it."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+STDERR_TAIL_BYTES = 2048
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a killed runner must not leave trainers behind."""
+    os.setsid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def resolve_command(command: list[str]) -> list[str]:
+    """``python`` in a trial command means this interpreter, so the installed trainer is found."""
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return list(command)
+
+
+@dataclass
+class TrialProcess:
+    name: str
+    directory: Path
+    popen: subprocess.Popen[bytes]
+    started: float
+    timeout: float
+    gpu: str | None
+    _offset: int = 0
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def report_path(self) -> Path:
+        return self.directory / "report.jsonl"
+
+    @property
+    def termination_path(self) -> Path:
+        return self.directory / "termination.json"
+
+    @classmethod
+    def launch(
+        cls,
+        name: str,
+        directory: Path,
+        command: list[str],
+        env: dict[str, str],
+        timeout: float,
+        gpu: str | None,
+    ) -> TrialProcess:
+        directory.mkdir(parents=True, exist_ok=True)
+        termination = directory / "termination.json"
+        termination.unlink(missing_ok=True)
+        full_env = {
+            **os.environ,
+            **env,
+            "KUBENAS_REPORT": f"jsonl:{directory / 'report.jsonl'}",
+            "KUBENAS_TERMINATION_MESSAGE_PATH": str(termination),
+            "KUBENAS_CHECKPOINT_DIR": str(directory / "checkpoint"),
+        }
+        with (directory / "stderr.log").open("ab") as stderr, (directory / "stdout.log").open("ab") as stdout:
+            popen = subprocess.Popen(  # noqa: S603 - the command is the user's own trial command
+                resolve_command(command),
+                env=full_env,
+                stdout=stdout,
+                stderr=stderr,
+                stdin=subprocess.DEVNULL,
+                cwd=os.getcwd(),
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch the fork
+            )
+        report = directory / "report.jsonl"
+        offset = report.stat().st_size if report.exists() else 0
+        return cls(name, directory, popen, time.monotonic(), timeout, gpu, offset)
+
+    def new_epochs(self) -> list[dict[str, Any]]:
+        """Epoch reports written since the last call."""
+        if not self.report_path.exists():
+            return []
+        with self.report_path.open("rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        fresh = []
+        for line in complete.decode("utf-8", "replace").splitlines():
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "epoch":
+                fresh.append(event)
+        self.epochs.extend(fresh)
+        return fresh
+
+    def timed_out(self) -> bool:
+        return time.monotonic() - self.started > self.timeout
+
+    def final_summary(self) -> dict[str, Any] | None:
+        try:
+            summary = json.loads(self.termination_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        return summary if isinstance(summary, dict) else None
+
+    def stderr_tail(self) -> str:
+        path = self.directory / "stderr.log"
+        try:
+            with path.open("rb") as f:
+                f.seek(max(0, path.stat().st_size - STDERR_TAIL_BYTES))
+                return f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+    def terminate(self, grace: float = 5.0) -> None:
+        """SIGTERM the trial's process group, SIGKILL it after ``grace`` seconds."""
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,55 @@
+"""The benchmark commands print figures a person can read and a script can parse."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from kubenas.cli import main
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def _write_table(path: Path) -> None:
+    """A made-up table in NAS-Bench-201's format: more convolutions, higher accuracy."""
+    rng = random.Random(0)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "arch", "val_acc_12ep", "test_acc_12ep", "test_acc_200ep"])
+        for i, ops in enumerate(itertools.product(OPS, repeat=6)):
+            e = [f"{op}~{src}" for op, src in zip(ops, (0, 0, 1, 0, 1, 2), strict=True)]
+            arch = f"|{e[0]}|+|{e[1]}|{e[2]}|+|{e[3]}|{e[4]}|{e[5]}|"
+            score = sum(op.startswith("nor_conv") for op in ops) * 5.0 + rng.uniform(0, 3)
+            writer.writerow([i, arch, f"{50 + score:.3f}", f"{50 + score:.3f}", f"{60 + score:.3f}"])
+
+
+def test_bench_nb201_prints_a_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    table = tmp_path / "table.csv"
+    _write_table(table)
+    code = main(["bench", "nb201", "--dataset-file", str(table), "--queries", "40", "--seeds", "3",
+                 "--strategies", "random,local-search", "--workers", "1", "--json"])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("random") for line in out)
+    results = {r["strategy"]: r for r in json.loads(out[-1])["results"]}
+    assert set(results) == {"random", "local-search"}
+    assert results["random"]["seeds"] == 3 and results["random"]["queries"] == 40
+    # searching beats sampling on a table whose signal is this clear
+    assert results["local-search"]["mean"] > results["random"]["mean"]
+
+
+def test_bench_rejects_unknown_strategy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "nb201", "--strategies", "simulated-annealing"]) == 2
+    assert "unknown" in capsys.readouterr().err
+
+
+def test_bench_suggest_reports_each_strategy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "suggest", "--records", "200", "--strategies", "random,evolution", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
+    assert [r["strategy"] for r in rows] == ["random", "evolution"]
+    assert all(r["records"] == 200 and r["median_ms"] > 0 for r in rows)
