@@ -21,7 +21,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / experiment.name
     runner = LocalRunner(experiment, out, quiet=args.quiet, cpu_slots=args.cpu_slots)
     summary = runner.run()
-    return EXIT_OK if summary.get("finished") else EXIT_FAILED
+    return EXIT_OK if summary.get("succeeded") else EXIT_FAILED
 
 
 def _validate(args: argparse.Namespace) -> int:

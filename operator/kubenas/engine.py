@@ -176,7 +176,12 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
             )
 
     stops = [
-        Stop(r.name, "Timeout", f"ran longer than timeoutSeconds ({spec.trial.timeout_seconds})")
+        Stop(
+            r.name,
+            "Timeout",
+            f"ran longer than timeoutSeconds ({spec.trial.timeout_seconds})",
+            failed=True,
+        )
         for r in active
         if r.started_at is not None and now - r.started_at > spec.trial.timeout_seconds
     ]

@@ -136,6 +136,10 @@ class LocalRunner:
             process = self.running.pop(stop.trial, None)
             if process is not None:
                 process.terminate()
+            if stop.failed:
+                tail = process.stderr_tail() if process is not None else ""
+                self._fail(stop.trial, stop.reason, f"{stop.message}\n{tail}".strip())
+                continue
             record = self.log.records[stop.trial]
             self.log.put(record.with_changes(
                 state=TrialState.STOPPED, reason=stop.reason, message=stop.message,

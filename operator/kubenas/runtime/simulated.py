@@ -51,7 +51,9 @@ def simulate(
         sim.decisions.append(decisions)
         for stop in decisions.stop:
             sim.records[stop.trial] = sim.records[stop.trial].with_changes(
-                state=TrialState.STOPPED, reason=stop.reason, message=stop.message
+                state=TrialState.FAILED if stop.failed else TrialState.STOPPED,
+                reason=stop.reason,
+                message=stop.message,
             )
         if decisions.finished:
             return sim

@@ -20,9 +20,13 @@ class Promotion:
 
 @dataclass(frozen=True)
 class Stop:
+    """End ``trial`` now; ``failed`` says whether to record it as a failure (a timeout) rather
+    than a deliberate stop (early stopping, the experiment finishing)."""
+
     trial: str
     reason: str
     message: str
+    failed: bool = False
 
 
 @dataclass(frozen=True)
