@@ -11,7 +11,7 @@ from kubenas_trainer.config import TrialConfig
 from kubenas_trainer.data import load_dataset
 from kubenas_trainer.device import plan_device
 from kubenas_trainer.models import build_model
-from kubenas_trainer.models.cost import count_flops, count_parameters
+from kubenas_trainer.models.cost import count_forward_flops, count_parameters
 from kubenas_trainer.report import Reporter
 from kubenas_trainer.train import Trainer, to_device
 
@@ -27,7 +27,7 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     model = build_model(config.family, config.architecture, splits.sample_shape,
                         splits.num_classes)
     params = count_parameters(model)
-    flops = count_flops(model, torch.from_numpy(splits.train[0][:1]))
+    flops = count_forward_flops(model, torch.from_numpy(splits.train[0][:1]))
     trainer = Trainer(model, to_device(splits.train, plan), config.hparams,
                       config.schedule_epochs, plan, config.seed, config.compile)
     if config.resume_from is not None:
