@@ -41,16 +41,26 @@ def _bench_nb201(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     started = time.perf_counter()
     results = run_benchmark(table, strategies, args.queries, args.seeds, args.workers)
-    print(f"NAS-Bench-201 {table}: {args.queries} queries, {args.seeds} seeds, "
-          f"score = test_acc_200ep of the best val_acc_12ep found")
+    print(
+        f"NAS-Bench-201 {table}: {args.queries} queries, {args.seeds} seeds, "
+        f"score = test_acc_200ep of the best val_acc_12ep found"
+    )
     print(f"{'strategy':<14}{'mean':>8}{'std':>8}{'seeds':>7}{'queries':>9}{'cpu s':>9}")
     for r in results:
-        print(f"{r.strategy:<14}{r.mean:>8.2f}{r.std:>8.2f}{r.seeds:>7}{r.queries:>9}{r.cpu_seconds:>9.1f}")
+        print(
+            f"{r.strategy:<14}{r.mean:>8.2f}{r.std:>8.2f}{r.seeds:>7}{r.queries:>9}{r.cpu_seconds:>9.1f}"
+        )
     print(f"wall time {time.perf_counter() - started:.1f} s")
     if args.json:
         rows = [
-            {"strategy": r.strategy, "mean": round(r.mean, 4), "std": round(r.std, 4),
-             "seeds": r.seeds, "queries": r.queries, "cpu_seconds": round(r.cpu_seconds, 2)}
+            {
+                "strategy": r.strategy,
+                "mean": round(r.mean, 4),
+                "std": round(r.std, 4),
+                "seeds": r.seeds,
+                "queries": r.queries,
+                "cpu_seconds": round(r.cpu_seconds, 2),
+            }
             for r in results
         ]
         print(json.dumps({"results": rows}))
@@ -81,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment")
     run.add_argument("--out", help="results folder (default runs/<name>); reused to resume")
     run.add_argument("--quiet", action="store_true", help="log lines instead of a live display")
-    run.add_argument("--cpu-slots", type=int, default=os.cpu_count() or 1,
-                     help="CPU cores shared by parallel trials when there is no GPU")
+    run.add_argument(
+        "--cpu-slots",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU cores shared by parallel trials when there is no GPU",
+    )
     run.set_defaults(func=_run)
 
     validate = sub.add_parser("validate", help="check an experiment file")

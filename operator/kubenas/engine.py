@@ -112,9 +112,7 @@ def pareto_front(
             points.append((tuple(float(v) for v in values if v is not None), r))
 
     def dominated(p: tuple[float, ...]) -> bool:
-        return any(
-            all(a >= b for a, b in zip(q, p, strict=True)) and q != p for q, _ in points
-        )
+        return any(all(a >= b for a, b in zip(q, p, strict=True)) and q != p for q, _ in points)
 
     front = [(p, r) for p, r in points if not dominated(p)]
     front.sort(key=lambda t: (-t[0][0], t[1].index))
@@ -159,7 +157,12 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
             if r.name not in named
         ]
         return Decisions(
-            stop=(*stops, *ending), finished=True, reason=reason, message=message, best=best, pareto=pareto
+            stop=(*stops, *ending),
+            finished=True,
+            reason=reason,
+            message=message,
+            best=best,
+            pareto=pareto,
         )
 
     if failed > budget.max_failed_trials:
@@ -224,7 +227,8 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
             return finish(FinishReason.BUDGET_SPENT, f"all {budget.max_trials} trials done", stops)
         if exhausted:
             return finish(
-                FinishReason.SPACE_EXHAUSTED, f"every architecture of the space was tried ({len(records)})",
+                FinishReason.SPACE_EXHAUSTED,
+                f"every architecture of the space was tried ({len(records)})",
                 stops,
             )
     return Decisions(

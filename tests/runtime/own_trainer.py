@@ -21,7 +21,16 @@ if arch["mode"] == "hang":
 value = float(arch["quality"]) / 10
 with open(report, "a") as f:
     for epoch in range(1, epochs + 1):
-        f.write(json.dumps({"event": "epoch", "epoch": epoch, "metrics": {"val_accuracy": value * epoch / epochs}}) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "event": "epoch",
+                    "epoch": epoch,
+                    "metrics": {"val_accuracy": value * epoch / epochs},
+                }
+            )
+            + "\n"
+        )
 summary = {"event": "final", "metrics": {"val_accuracy": value, "params": 1000}, "checkpoint": None}
 with open(os.environ["KUBENAS_TERMINATION_MESSAGE_PATH"], "w") as f:
     json.dump(summary, f)

@@ -20,7 +20,11 @@ OWN_TRAINER = Path(__file__).parent / "own_trainer.py"
 
 def _kubenas(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "kubenas.cli", *args], capture_output=True, text=True, timeout=600, **kwargs
+        [sys.executable, "-m", "kubenas.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
     )
 
 
@@ -30,21 +34,30 @@ def _write(path: Path, doc: dict[str, object]) -> Path:
 
 
 def _custom_experiment(tmp_path: Path, modes: list[str], **budget: int) -> Path:
-    return _write(tmp_path / "exp.yaml", {
-        "apiVersion": "kubenas.io/v1alpha1",
-        "kind": "NASExperiment",
-        "metadata": {"name": "own"},
-        "spec": {
-            "searchSpace": {"family": "custom", "parameters": [
-                {"name": "quality", "type": "int", "low": 1, "high": 4},
-                {"name": "mode", "type": "categorical", "choices": modes},
-            ]},
-            "strategy": {"name": "grid"},
-            "budget": {"maxTrials": 6, "parallelTrials": 2, "maxFailedTrials": 10, **budget},
-            "trial": {"dataset": "none:", "timeoutSeconds": 3,
-                      "command": ["python", str(OWN_TRAINER)]},
+    return _write(
+        tmp_path / "exp.yaml",
+        {
+            "apiVersion": "kubenas.io/v1alpha1",
+            "kind": "NASExperiment",
+            "metadata": {"name": "own"},
+            "spec": {
+                "searchSpace": {
+                    "family": "custom",
+                    "parameters": [
+                        {"name": "quality", "type": "int", "low": 1, "high": 4},
+                        {"name": "mode", "type": "categorical", "choices": modes},
+                    ],
+                },
+                "strategy": {"name": "grid"},
+                "budget": {"maxTrials": 6, "parallelTrials": 2, "maxFailedTrials": 10, **budget},
+                "trial": {
+                    "dataset": "none:",
+                    "timeoutSeconds": 3,
+                    "command": ["python", str(OWN_TRAINER)],
+                },
+            },
         },
-    })
+    )
 
 
 def _records(out: Path) -> dict[str, dict[str, object]]:
@@ -57,8 +70,13 @@ def _records(out: Path) -> dict[str, dict[str, object]]:
 
 def test_crashing_and_hanging_trials_are_recorded_and_the_search_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = _kubenas("run", str(_custom_experiment(tmp_path, ["crash", "hang", "ok"], maxTrials=12)),
-                    "--out", str(out), "--quiet")
+    done = _kubenas(
+        "run",
+        str(_custom_experiment(tmp_path, ["crash", "hang", "ok"], maxTrials=12)),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     records = _records(out)
     crashed = [r for r in records.values() if r["params"]["mode"] == "crash"]  # type: ignore[index]
@@ -75,8 +93,13 @@ def test_crashing_and_hanging_trials_are_recorded_and_the_search_goes_on(tmp_pat
 
 def test_too_many_failures_exit_1(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = _kubenas("run", str(_custom_experiment(tmp_path, ["crash"], maxFailedTrials=2)),
-                    "--out", str(out), "--quiet")
+    done = _kubenas(
+        "run",
+        str(_custom_experiment(tmp_path, ["crash"], maxFailedTrials=2)),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["reason"] == "TooManyFailures" and not summary["succeeded"]
     assert done.returncode == 1
@@ -92,18 +115,21 @@ def test_invalid_experiment_exits_2_naming_the_field(tmp_path: Path) -> None:
 
 
 def _digits_experiment(tmp_path: Path) -> Path:
-    return _write(tmp_path / "digits.yaml", {
-        "apiVersion": "kubenas.io/v1alpha1",
-        "kind": "NASExperiment",
-        "metadata": {"name": "tiny"},
-        "spec": {
-            "searchSpace": {"family": "nb201-cell", "stemChannels": [4], "cellsPerStage": [1]},
-            "strategy": {"name": "random"},
-            "budget": {"maxTrials": 5, "parallelTrials": 2},
-            "fidelity": {"max": 2},
-            "trial": {"dataset": "digits", "timeoutSeconds": 300},
+    return _write(
+        tmp_path / "digits.yaml",
+        {
+            "apiVersion": "kubenas.io/v1alpha1",
+            "kind": "NASExperiment",
+            "metadata": {"name": "tiny"},
+            "spec": {
+                "searchSpace": {"family": "nb201-cell", "stemChannels": [4], "cellsPerStage": [1]},
+                "strategy": {"name": "random"},
+                "budget": {"maxTrials": 5, "parallelTrials": 2},
+                "fidelity": {"max": 2},
+                "trial": {"dataset": "digits", "timeoutSeconds": 300},
+            },
         },
-    })
+    )
 
 
 @pytest.mark.trainer
@@ -112,7 +138,9 @@ def test_killed_run_resumes_without_rerunning_or_losing_trials(tmp_path: Path) -
     experiment = _digits_experiment(tmp_path)
     runner = subprocess.Popen(
         [sys.executable, "-m", "kubenas.cli", "run", str(experiment), "--out", str(out), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -135,8 +163,11 @@ def test_killed_run_resumes_without_rerunning_or_losing_trials(tmp_path: Path) -
     assert all(r["state"] == "Succeeded" for r in after.values())
     for name in finished_before:
         assert after[name] == before[name], f"{name} finished before the kill and was not re-run"
-        starts = [line for line in (out / "trials" / name / "report.jsonl").read_text().splitlines()
-                  if json.loads(line)["event"] == "start"]
+        starts = [
+            line
+            for line in (out / "trials" / name / "report.jsonl").read_text().splitlines()
+            if json.loads(line)["event"] == "start"
+        ]
         assert len(starts) == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trials"] == {"total": 5, "succeeded": 5, "failed": 0, "stopped": 0}

@@ -45,7 +45,7 @@ def quality(params: Assignment) -> float:
 
 def learning_curve(params: Assignment, epoch: int) -> float:
     """Accuracy rises with epochs towards the architecture's quality; ranks are kept."""
-    return quality(params) * (1 - 0.5 ** epoch)
+    return quality(params) * (1 - 0.5**epoch)
 
 
 @pytest.fixture

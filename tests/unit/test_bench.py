@@ -25,14 +25,33 @@ def _write_table(path: Path) -> None:
             e = [f"{op}~{src}" for op, src in zip(ops, (0, 0, 1, 0, 1, 2), strict=True)]
             arch = f"|{e[0]}|+|{e[1]}|{e[2]}|+|{e[3]}|{e[4]}|{e[5]}|"
             score = sum(op.startswith("nor_conv") for op in ops) * 5.0 + rng.uniform(0, 3)
-            writer.writerow([i, arch, f"{50 + score:.3f}", f"{50 + score:.3f}", f"{60 + score:.3f}"])
+            writer.writerow(
+                [i, arch, f"{50 + score:.3f}", f"{50 + score:.3f}", f"{60 + score:.3f}"]
+            )
 
 
-def test_bench_nb201_prints_a_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_nb201_prints_a_table_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     table = tmp_path / "table.csv"
     _write_table(table)
-    code = main(["bench", "nb201", "--dataset-file", str(table), "--queries", "40", "--seeds", "3",
-                 "--strategies", "random,local-search", "--workers", "1", "--json"])
+    code = main(
+        [
+            "bench",
+            "nb201",
+            "--dataset-file",
+            str(table),
+            "--queries",
+            "40",
+            "--seeds",
+            "3",
+            "--strategies",
+            "random,local-search",
+            "--workers",
+            "1",
+            "--json",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("random") for line in out)
@@ -49,7 +68,10 @@ def test_bench_rejects_unknown_strategy(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_bench_suggest_reports_each_strategy(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "suggest", "--records", "200", "--strategies", "random,evolution", "--json"]) == 0
+    assert (
+        main(["bench", "suggest", "--records", "200", "--strategies", "random,evolution", "--json"])
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
     assert [r["strategy"] for r in rows] == ["random", "evolution"]
     assert all(r["records"] == 200 and r["median_ms"] > 0 for r in rows)

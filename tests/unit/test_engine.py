@@ -12,7 +12,9 @@ from .conftest import learning_curve, make_spec, quality
 
 
 def _record(index: int, start_params: Assignment, key: str, **changes: object) -> TrialRecord:
-    return TrialRecord(name=f"t{index}", index=index, params=start_params, key=key).with_changes(**changes)
+    return TrialRecord(name=f"t{index}", index=index, params=start_params, key=key).with_changes(
+        **changes
+    )
 
 
 def test_first_call_fills_every_parallel_slot() -> None:
@@ -28,7 +30,9 @@ def test_goal_reached_ends_the_search_and_stops_running_trials() -> None:
     first = decide(spec, [], now=0.0)
     a, b = first.start
     records = [
-        _record(a.index, a.params, a.key, state=TrialState.SUCCEEDED, metrics={"val_accuracy": 0.93}),
+        _record(
+            a.index, a.params, a.key, state=TrialState.SUCCEEDED, metrics={"val_accuracy": 0.93}
+        ),
         _record(b.index, b.params, b.key, state=TrialState.RUNNING),
     ]
     decisions = decide(spec, records, now=1.0)
@@ -40,7 +44,11 @@ def test_goal_reached_ends_the_search_and_stops_running_trials() -> None:
 
 def test_minimize_objective_picks_the_lowest() -> None:
     spec = make_spec(max_trials=3, parallel=3).model_copy(
-        update={"objective": make_spec().objective.model_copy(update={"metric": "val_loss", "direction": "minimize"})}
+        update={
+            "objective": make_spec().objective.model_copy(
+                update={"metric": "val_loss", "direction": "minimize"}
+            )
+        }
     )
     starts = decide(spec, [], now=0.0).start
     records = [
@@ -55,7 +63,9 @@ def test_minimize_objective_picks_the_lowest() -> None:
 def test_trial_running_past_its_timeout_is_stopped() -> None:
     spec = make_spec(max_trials=5, parallel=1)
     start = decide(spec, [], now=0.0).start[0]
-    running = _record(start.index, start.params, start.key, state=TrialState.RUNNING, started_at=0.0)
+    running = _record(
+        start.index, start.params, start.key, state=TrialState.RUNNING, started_at=0.0
+    )
     assert decide(spec, [running], now=100.0).stop == ()
     stop = decide(spec, [running], now=4000.0).stop
     assert [(s.trial, s.reason) for s in stop] == [("t0", "Timeout")]
@@ -63,13 +73,26 @@ def test_trial_running_past_its_timeout_is_stopped() -> None:
 
 def test_pareto_front_for_two_objectives() -> None:
     spec = make_spec(max_trials=4, parallel=4)
-    spec = spec.model_copy(update={"objective": spec.objective.model_validate(
-        {"metric": "val_accuracy", "additional": [{"metric": "params", "direction": "minimize"}]})})
+    spec = spec.model_copy(
+        update={
+            "objective": spec.objective.model_validate(
+                {
+                    "metric": "val_accuracy",
+                    "additional": [{"metric": "params", "direction": "minimize"}],
+                }
+            )
+        }
+    )
     starts = decide(spec, [], now=0.0).start
     figures = [(0.90, 1000.0), (0.95, 5000.0), (0.85, 2000.0), (0.95, 4000.0)]
     records = [
-        _record(s.index, s.params, s.key, state=TrialState.SUCCEEDED,
-                metrics={"val_accuracy": acc, "params": size})
+        _record(
+            s.index,
+            s.params,
+            s.key,
+            state=TrialState.SUCCEEDED,
+            metrics={"val_accuracy": acc, "params": size},
+        )
         for s, (acc, size) in zip(starts, figures, strict=True)
     ]
     decisions = decide(spec, records, now=1.0)
@@ -105,7 +128,9 @@ def test_asha_promotes_from_checkpoints_and_saves_epochs() -> None:
 
 
 def test_median_stopping_stops_bad_trials_early() -> None:
-    spec = make_spec(max_trials=20, parallel=2, fidelity={"min": 1, "max": 6, "scheduler": "median"})
+    spec = make_spec(
+        max_trials=20, parallel=2, fidelity={"min": 1, "max": 6, "scheduler": "median"}
+    )
     sim = simulate(spec, learning_curve)
     stopped = [r for r in sim.records.values() if r.state == TrialState.STOPPED]
     assert stopped and all(r.reason == "EarlyStopped" for r in stopped)

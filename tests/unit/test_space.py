@@ -9,7 +9,10 @@ from kubenas.space import build_space, nb201_cell_string, parse_nb201_cell_strin
 
 from .conftest import make_spec
 
-NB201_EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+NB201_EXAMPLE = (
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|"
+    "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+)
 
 
 def _space(spec: ExperimentSpec):  # type: ignore[no-untyped-def]
@@ -31,8 +34,15 @@ def test_nb201_macro_choices_are_searched() -> None:
 
 
 def test_chain_depth_conditions_block_parameters() -> None:
-    spec = make_spec(family="chain", space={"stages": 2, "depth": {"min": 1, "max": 2},
-                                             "widths": [[16], [32, 64]], "operations": ["conv3x3", "identity"]})
+    spec = make_spec(
+        family="chain",
+        space={
+            "stages": 2,
+            "depth": {"min": 1, "max": 2},
+            "widths": [[16], [32, 64]],
+            "operations": ["conv3x3", "identity"],
+        },
+    )
     space = _space(spec)
     # per stage: depth 1 -> 2 ops, depth 2 -> 4 ops: 6; widths 1 and 2
     assert space.size() == (6 * 1) * (6 * 2)
@@ -45,9 +55,16 @@ def test_chain_depth_conditions_block_parameters() -> None:
 
 
 def test_inactive_parameters_do_not_change_the_key() -> None:
-    spec = make_spec(family="chain", space={"stages": 1, "depth": {"min": 1, "max": 2}, "widths": [[16]]})
+    spec = make_spec(
+        family="chain", space={"stages": 1, "depth": {"min": 1, "max": 2}, "widths": [[16]]}
+    )
     space = _space(spec)
-    a = {"stage0_depth": 1, "stage0_width": 16, "stage0_block0_op": "conv3x3", "stage0_block1_op": "identity"}
+    a = {
+        "stage0_depth": 1,
+        "stage0_width": 16,
+        "stage0_block0_op": "conv3x3",
+        "stage0_block1_op": "identity",
+    }
     b = {**a, "stage0_block1_op": "conv5x5"}
     assert space.key(a) == space.key(b)
     assert space.key(a) != space.key({**a, "stage0_depth": 2})
@@ -64,12 +81,22 @@ def test_hash_is_stable_across_processes_and_versions() -> None:
 
 
 def test_custom_space_with_log_float_and_condition() -> None:
-    spec = make_spec(family="custom", space={"parameters": [
-        {"name": "optimizer", "type": "categorical", "choices": ["sgd", "adam"]},
-        {"name": "momentum", "type": "float", "low": 0.5, "high": 0.99,
-         "condition": {"parameter": "optimizer", "values": ["sgd"]}},
-        {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True},
-    ]})
+    spec = make_spec(
+        family="custom",
+        space={
+            "parameters": [
+                {"name": "optimizer", "type": "categorical", "choices": ["sgd", "adam"]},
+                {
+                    "name": "momentum",
+                    "type": "float",
+                    "low": 0.5,
+                    "high": 0.99,
+                    "condition": {"parameter": "optimizer", "values": ["sgd"]},
+                },
+                {"name": "lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+            ]
+        },
+    )
     space = _space(spec)
     assert space.size() is None
     rng = random.Random(0)

@@ -61,8 +61,13 @@ def test_parallel_suggestions_avoid_running_ones(strategy: str) -> None:
         decisions = decide(spec, records, now=float(round_))
         for start in decisions.start:
             records.append(
-                TrialRecord(name=f"t{start.index}", index=start.index, params=start.params,
-                            key=start.key, state=TrialState.RUNNING)
+                TrialRecord(
+                    name=f"t{start.index}",
+                    index=start.index,
+                    params=start.params,
+                    key=start.key,
+                    state=TrialState.RUNNING,
+                )
             )
         # only the first of each round finishes: the others stay running
         records[-len(decisions.start)] = records[-len(decisions.start)].with_changes(
@@ -100,11 +105,16 @@ def test_too_many_failures_ends_the_search(strategy: str) -> None:
 @pytest.mark.parametrize("strategy", STRATEGY_NAMES)
 def test_small_space_is_exhausted_then_finished(strategy: str) -> None:
     spec = make_spec(
-        strategy, family="custom", max_trials=50, parallel=2,
-        space={"parameters": [
-            {"name": "op", "type": "categorical", "choices": ["a", "b", "c"]},
-            {"name": "depth", "type": "int", "low": 1, "high": 2},
-        ]},
+        strategy,
+        family="custom",
+        max_trials=50,
+        parallel=2,
+        space={
+            "parameters": [
+                {"name": "op", "type": "categorical", "choices": ["a", "b", "c"]},
+                {"name": "depth", "type": "int", "low": 1, "high": 2},
+            ]
+        },
     )
     sim = simulate(spec, learning_curve)
     assert sim.final.reason == FinishReason.SPACE_EXHAUSTED

@@ -46,7 +46,8 @@ class GridStrategy(WireModel):
 
 
 class EvolutionStrategy(WireModel):
-    """Regularized evolution (Real et al. 2019): tournament of ``sampleSize`` in a moving population."""
+    """Regularized evolution (Real et al. 2019): tournaments of ``sampleSize`` in an ageing
+    population of ``populationSize``."""
 
     name: Literal["evolution"]
     population_size: int = Field(default=10, ge=2, le=10_000)
@@ -73,7 +74,7 @@ class LocalSearchStrategy(WireModel):
 
 
 class BayesianStrategy(WireModel):
-    """Predictor-guided search: a Gaussian process over architecture encodings chooses candidates."""
+    """Predictor-guided search: a Gaussian process over architecture encodings picks candidates."""
 
     name: Literal["bananas"]
     initial_samples: int = Field(default=10, ge=1)
@@ -173,9 +174,7 @@ class ObjectMeta(WireModel):
 
     model_config = WireModel.model_config | {"extra": "allow"}
 
-    name: str = Field(
-        min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-    )
+    name: str = Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     namespace: str | None = None
 
 

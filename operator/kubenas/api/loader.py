@@ -15,9 +15,18 @@ from kubenas.api.experiment import NASExperiment
 # users never wrote that segment, so it is dropped.
 _UNION_TAGS = frozenset(
     {
-        "nb201-cell", "chain", "custom",
-        "random", "grid", "evolution", "tpe", "local-search", "bananas",
-        "categorical", "int", "float",
+        "nb201-cell",
+        "chain",
+        "custom",
+        "random",
+        "grid",
+        "evolution",
+        "tpe",
+        "local-search",
+        "bananas",
+        "categorical",
+        "int",
+        "float",
     }
 )
 
@@ -31,17 +40,17 @@ class ExperimentError(Exception):
         super().__init__(f"{source}: invalid experiment\n" + "\n".join(f"  {p}" for p in problems))
 
 
+def _is_internal(part: str, is_last: bool) -> bool:
+    """Path segments pydantic adds that a user never wrote: union tags, validator names."""
+    return (part in _UNION_TAGS and not is_last) or part.startswith(("function-", "literal["))
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
-    parts = list(loc)
-    for i, part in enumerate(parts):
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _UNION_TAGS and i + 1 < len(parts):
-            continue
-        elif part.startswith(("function-", "literal[")):
-            continue
-        else:
+        elif not _is_internal(part, i + 1 == len(loc)):
             out += f".{part}" if out else part
     return out
 
@@ -124,5 +133,7 @@ def load_experiment(path: str | Path) -> NASExperiment:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         raise ExperimentError(source, [f"(yaml): not valid YAML at {where}"]) from None
     if len(documents) != 1:
-        raise ExperimentError(source, [f"(file): must hold exactly one document, found {len(documents)}"])
+        raise ExperimentError(
+            source, [f"(file): must hold exactly one document, found {len(documents)}"]
+        )
     return parse_experiment(documents[0], source)

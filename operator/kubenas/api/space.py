@@ -110,7 +110,12 @@ class Nb201CellSpace(WireModel):
         return self
 
 
-ChainOperation = Annotated[str, Field(pattern=rf"^(conv3x3|conv5x5|sepconv3x3|sepconv5x5|identity|{CHAIN_MBCONV_PATTERN[1:-1]})$")]
+ChainOperation = Annotated[
+    str,
+    Field(
+        pattern=rf"^(conv3x3|conv5x5|sepconv3x3|sepconv5x5|identity|{CHAIN_MBCONV_PATTERN[1:-1]})$"
+    ),
+]
 
 
 class DepthRange(WireModel):
@@ -125,7 +130,7 @@ class DepthRange(WireModel):
 
 
 class ChainSpace(WireModel):
-    """A layer-wise space: stages of blocks, each block's operation, each stage's depth and width."""
+    """A layer-wise space: stages of blocks; each block's operation, each stage's depth, width."""
 
     family: Literal["chain"]
     stem_channels: int = Field(default=16, ge=1, le=1024)
@@ -180,4 +185,6 @@ class CustomSpace(WireModel):
         return self
 
 
-SearchSpaceSpec = Annotated[Nb201CellSpace | ChainSpace | CustomSpace, Field(discriminator="family")]
+SearchSpaceSpec = Annotated[
+    Nb201CellSpace | ChainSpace | CustomSpace, Field(discriminator="family")
+]

@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 
 from kubenas.api.records import TrialRecord, TrialState
-from kubenas.engine import decide, planner
 from kubenas.bench.nb201 import benchmark_spec
+from kubenas.engine import decide, planner
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,9 @@ class Display:
         best = decisions.best
         metric = spec.objective.metric
         if best is not None:
-            summary.add_row(Text(f"best {best.name}", style="green"), f"{metric} {best.metrics[metric]:.4f}", "")
+            summary.add_row(
+                Text(f"best {best.name}", style="green"), f"{metric} {best.metrics[metric]:.4f}", ""
+            )
         running = Table(title="running", show_edge=False, expand=False)
         for column in ("trial", "fidelity", "epoch", metric):
             running.add_column(column)
@@ -81,8 +83,10 @@ class Display:
             if r.state == TrialState.RUNNING:
                 last = r.intermediate[-1] if r.intermediate else None
                 running.add_row(
-                    r.name, str(r.fidelity or "-"),
-                    str(last[0]) if last else "-", f"{last[1]:.4f}" if last else "-",
+                    r.name,
+                    str(r.fidelity or "-"),
+                    str(last[0]) if last else "-",
+                    f"{last[1]:.4f}" if last else "-",
                 )
         self.live.update(Group(summary, running, Text("\n".join(self.recent), style="dim")))
 
@@ -93,5 +97,6 @@ class Display:
             f"finished: {summary.get('reason')} - {trials['total']} trials "
             f"({trials['succeeded']} succeeded, {trials['failed']} failed); "
             f"best {best.get('trial')} {best.get('metrics', {})}; results in {out}",
-            highlight=False, markup=False,
+            highlight=False,
+            markup=False,
         )

@@ -35,7 +35,10 @@ def detect_gpus() -> list[str]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (subprocess.SubprocessError, OSError):
         return []
@@ -51,7 +54,9 @@ def _absolute_dataset(dataset: str) -> str:
 
 
 class LocalRunner:
-    def __init__(self, experiment: NASExperiment, out: Path, *, quiet: bool, cpu_slots: int) -> None:
+    def __init__(
+        self, experiment: NASExperiment, out: Path, *, quiet: bool, cpu_slots: int
+    ) -> None:
         self.experiment = experiment
         self.spec = experiment.spec
         self.out = out
@@ -79,8 +84,10 @@ class LocalRunner:
             if previous.get("spec") != current.get("spec"):
                 raise ExperimentError(
                     str(saved),
-                    [f"spec: differs from the experiment already running in {self.out}; "
-                     "use another --out to start a new search"],
+                    [
+                        f"spec: differs from the experiment already running in {self.out}; "
+                        "use another --out to start a new search"
+                    ],
                 )
         else:
             saved.write_text(yaml.safe_dump(current, sort_keys=False), encoding="utf-8")
@@ -105,7 +112,9 @@ class LocalRunner:
         if self.gpus:
             busy = {p.gpu for p in self.running.values()}
             gpu = next(g for g in self.gpus if g not in busy)
-        env = trial_environment(self.experiment, record, self._architecture(record), dataset=self.dataset)
+        env = trial_environment(
+            self.experiment, record, self._architecture(record), dataset=self.dataset
+        )
         env["OMP_NUM_THREADS"] = str(self.threads)
         env["KUBENAS_DEVICE"] = "cuda" if gpu is not None else "cpu"
         env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
@@ -113,8 +122,12 @@ class LocalRunner:
         record = record.with_changes(state=TrialState.RUNNING, started_at=now, intermediate=[])
         self.log.put(record)
         self.running[record.name] = TrialProcess.launch(
-            record.name, self.out / "trials" / record.name, self.spec.trial.command, env,
-            float(self.spec.trial.timeout_seconds), gpu,
+            record.name,
+            self.out / "trials" / record.name,
+            self.spec.trial.command,
+            env,
+            float(self.spec.trial.timeout_seconds),
+            gpu,
         )
         self.display.note(f"{record.name}: started (fidelity {record.fidelity})")
 
@@ -141,14 +154,20 @@ class LocalRunner:
                 self._fail(stop.trial, stop.reason, f"{stop.message}\n{tail}".strip())
                 continue
             record = self.log.records[stop.trial]
-            self.log.put(record.with_changes(
-                state=TrialState.STOPPED, reason=stop.reason, message=stop.message,
-                finished_at=time.time(),
-            ))
+            self.log.put(
+                record.with_changes(
+                    state=TrialState.STOPPED,
+                    reason=stop.reason,
+                    message=stop.message,
+                    finished_at=time.time(),
+                )
+            )
             self.display.note(f"{stop.trial}: stopped ({stop.reason})")
         for promotion in decisions.promote:
             record = self.log.records[promotion.trial]
-            self._launch(record.with_changes(fidelity=promotion.fidelity, resumed_from=promotion.resume_from))
+            self._launch(
+                record.with_changes(fidelity=promotion.fidelity, resumed_from=promotion.resume_from)
+            )
         for start in decisions.start:
             self._start(start)
 
@@ -173,7 +192,12 @@ class LocalRunner:
             code = process.popen.poll()
             if code is None and process.timed_out():
                 process.terminate()
-                self._fail(name, "Timeout", f"exceeded timeoutSeconds ({self.spec.trial.timeout_seconds})\n{process.stderr_tail()}")
+                self._fail(
+                    name,
+                    "Timeout",
+                    f"exceeded timeoutSeconds ({self.spec.trial.timeout_seconds})\n"
+                    f"{process.stderr_tail()}",
+                )
                 changed = True
             elif code is not None:
                 del self.running[name]
@@ -184,9 +208,11 @@ class LocalRunner:
     def _fail(self, name: str, reason: str, message: str) -> None:
         self.running.pop(name, None)
         record = self.log.records[name]
-        self.log.put(record.with_changes(
-            state=TrialState.FAILED, reason=reason, message=message, finished_at=time.time()
-        ))
+        self.log.put(
+            record.with_changes(
+                state=TrialState.FAILED, reason=reason, message=message, finished_at=time.time()
+            )
+        )
         self.display.note(f"{name}: failed ({reason})")
 
     def _finish(self, name: str, process: TrialProcess, code: int) -> None:
@@ -202,14 +228,18 @@ class LocalRunner:
             return
         record = self.log.records[name]
         checkpoint = summary.get("checkpoint") if summary else None
-        self.log.put(record.with_changes(
-            state=TrialState.SUCCEEDED,
-            metrics=numbers,
-            results={**record.results, record.fidelity or 0: numbers},
-            checkpoint=str(checkpoint) if checkpoint else None,
-            finished_at=time.time(),
-        ))
-        self.display.note(f"{name}: {self.spec.objective.metric} {numbers[self.spec.objective.metric]:.4f}")
+        self.log.put(
+            record.with_changes(
+                state=TrialState.SUCCEEDED,
+                metrics=numbers,
+                results={**record.results, record.fidelity or 0: numbers},
+                checkpoint=str(checkpoint) if checkpoint else None,
+                finished_at=time.time(),
+            )
+        )
+        self.display.note(
+            f"{name}: {self.spec.objective.metric} {numbers[self.spec.objective.metric]:.4f}"
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -224,7 +254,9 @@ class LocalRunner:
                     records = list(self.log.records.values())
                     decisions = decide(self.spec, records, now=time.time())
                     self._apply(decisions)
-                    self.display.update(list(self.log.records.values()), decisions, time.monotonic() - started)
+                    self.display.update(
+                        list(self.log.records.values()), decisions, time.monotonic() - started
+                    )
                     if decisions.finished:
                         break
                     while not self._collect():
@@ -232,6 +264,8 @@ class LocalRunner:
         finally:
             for process in self.running.values():
                 process.terminate()
-        summary = write_outputs(self.out, self.experiment, list(self.log.records.values()), decisions)
+        summary = write_outputs(
+            self.out, self.experiment, list(self.log.records.values()), decisions
+        )
         self.display.done(summary, self.out)
         return summary

@@ -63,21 +63,35 @@ def write_outputs(
 
 
 def _write_tables(out: Path, records: list[TrialRecord], metric: str, arch_hash: Any) -> None:
-    columns = ["trial", "state", "fidelity", metric, "test_accuracy", "params", "seconds", "architecture", "reason"]
+    columns = [
+        "trial",
+        "state",
+        "fidelity",
+        metric,
+        "test_accuracy",
+        "params",
+        "seconds",
+        "architecture",
+        "reason",
+    ]
     rows = []
     for r in records:
         seconds = (r.finished_at - r.started_at) if r.finished_at and r.started_at else None
-        rows.append({
-            "trial": r.name,
-            "state": r.state.value,
-            "fidelity": r.fidelity if r.fidelity is not None else "",
-            metric: f"{r.metrics[metric]:.4f}" if metric in r.metrics else "",
-            "test_accuracy": f"{r.metrics['test_accuracy']:.4f}" if "test_accuracy" in r.metrics else "",
-            "params": int(r.metrics["params"]) if "params" in r.metrics else "",
-            "seconds": f"{seconds:.1f}" if seconds is not None else "",
-            "architecture": arch_hash(r.params),
-            "reason": r.reason or "",
-        })
+        rows.append(
+            {
+                "trial": r.name,
+                "state": r.state.value,
+                "fidelity": r.fidelity if r.fidelity is not None else "",
+                metric: f"{r.metrics[metric]:.4f}" if metric in r.metrics else "",
+                "test_accuracy": f"{r.metrics['test_accuracy']:.4f}"
+                if "test_accuracy" in r.metrics
+                else "",
+                "params": int(r.metrics["params"]) if "params" in r.metrics else "",
+                "seconds": f"{seconds:.1f}" if seconds is not None else "",
+                "architecture": arch_hash(r.params),
+                "reason": r.reason or "",
+            }
+        )
     with (out / "summary.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -100,7 +114,9 @@ def _plot(path: Path, records: list[TrialRecord], metric: str, maximize: bool) -
         ax.scatter(xs, ys, s=14, label=f"trial {metric}")
         best_so_far, incumbent = [], None
         for y in ys:
-            incumbent = y if incumbent is None else (max(incumbent, y) if maximize else min(incumbent, y))
+            incumbent = (
+                y if incumbent is None else (max(incumbent, y) if maximize else min(incumbent, y))
+            )
             best_so_far.append(incumbent)
         ax.step(xs, best_so_far, where="post", color="tab:red", label="best so far")
         ax.legend(loc="lower right" if maximize else "upper right")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -20,10 +21,8 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:
     """Runs in the child before exec: a killed runner must not leave trainers behind."""
     os.setsid()
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 def resolve_command(command: list[str]) -> list[str]:
@@ -72,15 +71,18 @@ class TrialProcess:
             "KUBENAS_TERMINATION_MESSAGE_PATH": str(termination),
             "KUBENAS_CHECKPOINT_DIR": str(directory / "checkpoint"),
         }
-        with (directory / "stderr.log").open("ab") as stderr, (directory / "stdout.log").open("ab") as stdout:
-            popen = subprocess.Popen(  # noqa: S603 - the command is the user's own trial command
+        with (
+            (directory / "stderr.log").open("ab") as stderr,
+            (directory / "stdout.log").open("ab") as stdout,
+        ):
+            popen = subprocess.Popen(
                 resolve_command(command),
                 env=full_env,
                 stdout=stdout,
                 stderr=stderr,
                 stdin=subprocess.DEVNULL,
                 cwd=os.getcwd(),
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads touch the fork
+                preexec_fn=_die_with_parent,
             )
         report = directory / "report.jsonl"
         offset = report.stat().st_size if report.exists() else 0

@@ -60,27 +60,47 @@ def simulate(
         for start in decisions.start:
             name = trial_name(start.index)
             sim.records[name] = TrialRecord(
-                name=name, index=start.index, params=start.params, key=start.key,
-                state=TrialState.RUNNING, fidelity=start.fidelity, started_at=float(tick),
+                name=name,
+                index=start.index,
+                params=start.params,
+                key=start.key,
+                state=TrialState.RUNNING,
+                fidelity=start.fidelity,
+                started_at=float(tick),
             )
             epoch_of[name] = 0
         for promotion in decisions.promote:
             record = sim.records[promotion.trial]
             sim.records[promotion.trial] = record.with_changes(
-                state=TrialState.RUNNING, fidelity=promotion.fidelity,
-                resumed_from=promotion.resume_from, intermediate=[], started_at=float(tick),
+                state=TrialState.RUNNING,
+                fidelity=promotion.fidelity,
+                resumed_from=promotion.resume_from,
+                intermediate=[],
+                started_at=float(tick),
             )
         running = [r for r in sim.records.values() if r.state == TrialState.RUNNING]
         sim.peak_running = max(sim.peak_running, len(running))
         if running:
-            _train_one_epoch(sim, min(running, key=lambda r: (r.started_at, r.index)), curve, epoch_of, metric, tick)
+            _train_one_epoch(
+                sim,
+                min(running, key=lambda r: (r.started_at, r.index)),
+                curve,
+                epoch_of,
+                metric,
+                tick,
+            )
         if on_tick is not None:
             on_tick(sim)
     raise RuntimeError(f"simulation did not finish within {max_ticks} ticks")
 
 
 def _train_one_epoch(
-    sim: Simulation, record: TrialRecord, curve: Curve, epoch_of: dict[str, int], metric: str, tick: int
+    sim: Simulation,
+    record: TrialRecord,
+    curve: Curve,
+    epoch_of: dict[str, int],
+    metric: str,
+    tick: int,
 ) -> None:
     epoch = epoch_of[record.name] + 1
     epoch_of[record.name] = epoch
@@ -88,7 +108,10 @@ def _train_one_epoch(
     value = curve(record.params, epoch)
     if value is None:
         sim.records[record.name] = record.with_changes(
-            state=TrialState.FAILED, reason="Crashed", message="the curve said so", finished_at=float(tick)
+            state=TrialState.FAILED,
+            reason="Crashed",
+            message="the curve said so",
+            finished_at=float(tick),
         )
         return
     target = record.fidelity or 1

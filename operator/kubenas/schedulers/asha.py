@@ -16,7 +16,7 @@ from kubenas.schedulers._base import Objective, Promotion, Scheduler
 
 def rungs(minimum: int, maximum: int, eta: int) -> list[int]:
     """Rung fidelities from ``minimum`` to ``maximum``, each about ``eta`` times the one below."""
-    count = int(math.floor(math.log(maximum / minimum, eta) + 1e-9))
+    count = math.floor(math.log(maximum / minimum, eta) + 1e-9)
     values = sorted({max(minimum, round(maximum / eta**k)) for k in range(count + 1)})
     return values
 

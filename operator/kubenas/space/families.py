@@ -28,9 +28,7 @@ def nb201_cell_string(assignment: Assignment) -> str:
     """NAS-Bench-201's own format, e.g. ``|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...|``."""
     nodes = []
     for to_node in (1, 2, 3):
-        ops = [
-            f"{assignment[nb201_edge_name(to_node, i)]}~{i}" for i in range(to_node)
-        ]
+        ops = [f"{assignment[nb201_edge_name(to_node, i)]}~{i}" for i in range(to_node)]
         nodes.append("|" + "|".join(ops) + "|")
     return "+".join(nodes)
 
@@ -91,7 +89,9 @@ def _chain_space(spec: ChainSpace) -> SearchSpace:
             "stages": [
                 {
                     "width": a[f"stage{s}_width"],
-                    "blocks": [a[f"stage{s}_block{b}_op"] for b in range(int(a[f"stage{s}_depth"]))],
+                    "blocks": [
+                        a[f"stage{s}_block{b}_op"] for b in range(int(a[f"stage{s}_depth"]))
+                    ],
                 }
                 for s in range(stages)
             ],
@@ -103,9 +103,7 @@ def _chain_space(spec: ChainSpace) -> SearchSpace:
 def _custom_space(spec: CustomSpace) -> SearchSpace:
     params: list[Param] = []
     for p in spec.parameters:
-        cond = (
-            Condition(p.condition.parameter, tuple(p.condition.values)) if p.condition else None
-        )
+        cond = Condition(p.condition.parameter, tuple(p.condition.values)) if p.condition else None
         if isinstance(p, CategoricalParameter):
             params.append(Categorical(p.name, tuple(p.choices), cond))
         elif isinstance(p, IntParameter):

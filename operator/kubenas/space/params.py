@@ -84,7 +84,9 @@ class Float:
 
     def _to_unit(self, value: float) -> float:
         if self.log:
-            return (math.log(value) - math.log(self.low)) / (math.log(self.high) - math.log(self.low))
+            return (math.log(value) - math.log(self.low)) / (
+                math.log(self.high) - math.log(self.low)
+            )
         return (value - self.low) / (self.high - self.low)
 
     def _from_unit(self, u: float) -> float:

@@ -34,7 +34,9 @@ class SearchSpace:
 
     def _is_active(self, param: Param, assignment: Mapping[str, Value]) -> bool:
         cond = param.condition
-        return cond is None or (cond.parent in assignment and assignment[cond.parent] in cond.values)
+        return cond is None or (
+            cond.parent in assignment and assignment[cond.parent] in cond.values
+        )
 
     def active(self, assignment: Mapping[str, Value]) -> Assignment:
         """Only the parameters that matter under this assignment's conditions."""
@@ -62,7 +64,9 @@ class SearchSpace:
     def validate(self, assignment: Mapping[str, Value]) -> list[str]:
         """Problems with a user-supplied assignment (unknown, missing or out-of-range values)."""
         known = self.by_name()
-        problems = [f"{name}: not a parameter of this space" for name in assignment if name not in known]
+        problems = [
+            f"{name}: not a parameter of this space" for name in assignment if name not in known
+        ]
         active = self.complete(assignment, None)
         for name in active:
             if name not in assignment:
@@ -73,7 +77,9 @@ class SearchSpace:
 
     def key(self, assignment: Mapping[str, Value]) -> str:
         """Canonical encoding: the architecture as sorted compact JSON; equal iff same network."""
-        return json.dumps(self.to_architecture(self.active(assignment)), sort_keys=True, separators=(",", ":"))
+        return json.dumps(
+            self.to_architecture(self.active(assignment)), sort_keys=True, separators=(",", ":")
+        )
 
     def arch_hash(self, assignment: Mapping[str, Value]) -> str:
         """A short stable hash of the canonical encoding (labels, file names)."""

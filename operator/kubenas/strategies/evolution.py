@@ -13,7 +13,9 @@ from kubenas.strategies._base import Observation, Strategy, trial_rng
 
 
 class RegularizedEvolution(Strategy):
-    def __init__(self, space: SearchSpace, seed: int, population_size: int, sample_size: int) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int, population_size: int, sample_size: int
+    ) -> None:
         super().__init__(space, seed)
         self.population_size = population_size
         self.sample_size = sample_size

@@ -31,7 +31,9 @@ class LocalSearch(Strategy):
         if len(finished) + len(running) < self.initial_samples or not scored:
             return self.first_untaken(self.space.sample, rng, taken)
         for centre in sorted(scored, key=lambda o: (-(o.value or 0.0), o.index)):
-            fresh = [n for n in self.space.neighbours(centre.params) if self.space.key(n) not in taken]
+            fresh = [
+                n for n in self.space.neighbours(centre.params) if self.space.key(n) not in taken
+            ]
             if fresh:
                 return fresh[rng.randrange(len(fresh))]
         return self.first_untaken(self.space.sample, rng, taken)

@@ -43,7 +43,7 @@ class _Encoder:
                 continue
             if choice is None:
                 p = self.numeric[name]
-                low, high = float(p.low), float(p.high)  # type: ignore[union-attr]
+                low, high = float(p.low), float(p.high)
                 row[i] = (float(active[name]) - low) / (high - low) if high > low else 0.0
             else:
                 row[i] = 1.0 if active[name] == choice else 0.0
@@ -52,7 +52,8 @@ class _Encoder:
 
 def _kernel(a: np.ndarray, b: np.ndarray, lengthscale: float) -> np.ndarray:
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.exp(-np.maximum(sq, 0.0) / (2.0 * lengthscale**2))
+    out: np.ndarray = np.exp(-np.maximum(sq, 0.0) / (2.0 * lengthscale**2))
+    return out
 
 
 class _GaussianProcess:
@@ -84,7 +85,12 @@ class _GaussianProcess:
 
 class PredictorGuidedSearch(Strategy):
     def __init__(
-        self, space: SearchSpace, seed: int, initial_samples: int, candidates: int, exploration: float
+        self,
+        space: SearchSpace,
+        seed: int,
+        initial_samples: int,
+        candidates: int,
+        exploration: float,
     ) -> None:
         super().__init__(space, seed)
         self.initial_samples = initial_samples

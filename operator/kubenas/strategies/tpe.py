@@ -54,7 +54,9 @@ def _distribution(param: Param) -> BaseDistribution:
 
 
 class TreeParzen(Strategy):
-    def __init__(self, space: SearchSpace, seed: int, startup_trials: int, constant_liar: bool) -> None:
+    def __init__(
+        self, space: SearchSpace, seed: int, startup_trials: int, constant_liar: bool
+    ) -> None:
         super().__init__(space, seed)
         self.startup_trials = startup_trials
         self.constant_liar = constant_liar

@@ -45,7 +45,8 @@ def test_several_problems_are_all_reported(tmp_path: Path) -> None:
     path.write_text(
         "apiVersion: kubenas.io/v1alpha1\nkind: NASExperiment\nmetadata: {name: x}\n"
         "spec:\n  searchSpace: {family: nb201-cell}\n"
-        "  budget: {maxTrials: 0, parallelTrials: 0}\n  trial: {dataset: digits, timeoutSeconds: 0}\n"
+        "  budget: {maxTrials: 0, parallelTrials: 0}\n"
+        "  trial: {dataset: digits, timeoutSeconds: 0}\n"
     )
     with pytest.raises(ExperimentError) as caught:
         load_experiment(path)
