@@ -150,6 +150,12 @@ class TrialTemplate(WireModel):
     queue_name: str | None = None
     backoff_limit: int = Field(default=0, ge=0, le=10)
     pod_template: dict[str, Any] | None = None
+    checkpoint_dir: str = Field(
+        default="/kubenas/checkpoints",
+        min_length=1,
+        description="in a cluster: a folder on a volume the pod template mounts; each trial "
+        "keeps its checkpoints under <checkpointDir>/<experiment>/<trial>",
+    )
 
     @model_validator(mode="after")
     def _dataset_form(self) -> TrialTemplate:

@@ -1,0 +1,104 @@
+"""Wire models of the ``NASTrial`` resource: one architecture of an experiment and its runs.
+
+``spec`` is written once, when the trial is created, and holds what the engine decided;
+``status`` holds what happened. :func:`to_record` and :func:`status_of` translate between the
+resource and the engine's :class:`TrialRecord`, so records live in the API server only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import Field
+
+from kubenas.api._base import WireModel
+from kubenas.api.records import TrialRecord, TrialState
+
+TRIAL_KIND = "NASTrial"
+
+
+class TrialSpec(WireModel):
+    experiment: str
+    index: int = Field(ge=0)
+    parameters: dict[str, Any]
+    architecture: dict[str, Any]
+    key: str
+    fidelity: int | None = None
+
+
+class RungResult(WireModel):
+    fidelity: int
+    metrics: dict[str, float]
+
+
+class EpochValue(WireModel):
+    epoch: int
+    value: float
+
+
+class TrialStatus(WireModel):
+    state: TrialState = TrialState.PENDING
+    fidelity: int | None = None
+    resumed_from: str | None = None
+    job: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    results: list[RungResult] = Field(default_factory=list)
+    intermediate: list[EpochValue] = Field(default_factory=list)
+    checkpoint: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+def _to_rfc3339(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _from_rfc3339(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def to_record(name: str, spec: TrialSpec, status: TrialStatus | None) -> TrialRecord:
+    """The engine's view of a NASTrial (a trial without status yet is Pending at its spec fidelity)."""
+    status = status or TrialStatus()
+    return TrialRecord(
+        name=name,
+        index=spec.index,
+        params=spec.parameters,
+        key=spec.key,
+        state=status.state,
+        fidelity=status.fidelity if status.fidelity is not None else spec.fidelity,
+        resumed_from=status.resumed_from,
+        metrics=status.metrics,
+        results={r.fidelity: r.metrics for r in status.results},
+        intermediate=[(p.epoch, p.value) for p in status.intermediate],
+        checkpoint=status.checkpoint,
+        reason=status.reason,
+        message=status.message,
+        started_at=_from_rfc3339(status.start_time),
+        finished_at=_from_rfc3339(status.completion_time),
+    )
+
+
+def status_of(record: TrialRecord, job: str | None) -> TrialStatus:
+    """The NASTrial status that stores ``record``."""
+    return TrialStatus(
+        state=record.state,
+        fidelity=record.fidelity,
+        resumed_from=record.resumed_from,
+        job=job,
+        metrics=record.metrics,
+        results=[RungResult(fidelity=f, metrics=m) for f, m in sorted(record.results.items())],
+        intermediate=[EpochValue(epoch=e, value=v) for e, v in record.intermediate],
+        checkpoint=record.checkpoint,
+        reason=record.reason,
+        message=record.message,
+        start_time=_to_rfc3339(record.started_at),
+        completion_time=_to_rfc3339(record.finished_at),
+    )
