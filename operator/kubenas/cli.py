@@ -24,6 +24,12 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.get("succeeded") else EXIT_FAILED
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from kubenas.k8s.main import run
+
+    return run(args)
+
+
 def _validate(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
     print(f"{args.experiment}: valid NASExperiment {experiment.name!r}")
@@ -99,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
 
+    operator = sub.add_parser("operator", help="run the Kubernetes operator")
+    from kubenas.k8s.main import add_arguments
+
+    add_arguments(operator)
+    operator.set_defaults(func=_operator)
+
     validate = sub.add_parser("validate", help="check an experiment file")
     validate.add_argument("experiment")
     validate.set_defaults(func=_validate)
@@ -122,7 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _single_threaded_blas() -> None:
+    """The search core's linear algebra is tiny; BLAS thread pools would only fight trials and
+    each other for cores (a GP fit took 4x longer with them on 2 busy cores). Must run before
+    numpy is first imported, which the commands do lazily."""
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _single_threaded_blas()
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -57,29 +57,36 @@ def _kernel(a: np.ndarray, b: np.ndarray, lengthscale: float) -> np.ndarray:
 
 
 class _GaussianProcess:
-    """Exact GP regression; lengthscale and noise picked by marginal likelihood on a small grid."""
+    """Exact GP regression; lengthscale and noise picked by marginal likelihood on a small grid.
+
+    One eigendecomposition per lengthscale serves every noise level, which keeps a fit to a
+    few milliseconds.
+    """
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x = x
         self.mean, self.scale = float(y.mean()), float(y.std()) or 1.0
         z = (y - self.mean) / self.scale
-        best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+        best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
         for ls in _LENGTHSCALES:
-            k = _kernel(x, x, ls)
+            eigenvalues, eigenvectors = np.linalg.eigh(_kernel(x, x, ls))
+            eigenvalues = np.maximum(eigenvalues, 0.0)
+            projected = eigenvectors.T @ z
             for noise in _NOISE:
-                chol = np.linalg.cholesky(k + noise * np.eye(len(x)))
-                alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, z))
-                nll = 0.5 * z @ alpha + np.log(np.diag(chol)).sum()
+                shifted = eigenvalues + noise
+                nll = 0.5 * float((projected**2 / shifted).sum() + np.log(shifted).sum())
                 if best is None or nll < best[0]:
-                    best = (nll, ls, chol, alpha)
+                    best = (nll, ls, noise, eigenvalues, eigenvectors)
         assert best is not None
-        _, self.lengthscale, self.chol, self.alpha = best
+        _, self.lengthscale, noise, eigenvalues, self.eigenvectors = best
+        self.inverse_shifted = 1.0 / (eigenvalues + noise)
+        self.alpha = self.eigenvectors @ (self.inverse_shifted * (self.eigenvectors.T @ z))
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = _kernel(x, self.x, self.lengthscale)
         mu = k @ self.alpha
-        v = np.linalg.solve(self.chol, k.T)
-        var = np.maximum(1.0 - (v * v).sum(0), 1e-12)
+        v = k @ self.eigenvectors
+        var = np.maximum(1.0 - (v * v * self.inverse_shifted).sum(1), 1e-12)
         return self.mean + self.scale * mu, self.scale * np.sqrt(var)
 
 

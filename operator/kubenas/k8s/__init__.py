@@ -1,0 +1,1 @@
+"""The Kubernetes runtime: pure manifest builders, API access, metrics, and thin kopf handlers."""

@@ -1,0 +1,97 @@
+"""Thin calls to the Kubernetes API, tolerant where the controller's idempotence needs it:
+creating what already exists and deleting what is already gone both count as done."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kubenas.k8s.settings import EXPERIMENTS, GROUP, LABEL_EXPERIMENT, TRIALS, VERSION
+
+
+def load_kube_config() -> None:
+    """In-cluster credentials when running in a pod, else ``KUBECONFIG``."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Api:
+    def __init__(self) -> None:
+        self.api_client = client.ApiClient()
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return cast(dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, EXPERIMENTS, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list_trials(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
+        listed = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, TRIALS, label_selector=f"{LABEL_EXPERIMENT}={experiment}"
+        )
+        return cast(list[dict[str, Any]], listed["items"])
+
+    def list_jobs(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
+        listed = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}")
+        return [self.api_client.sanitize_for_serialization(j) for j in listed.items]
+
+    def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        listed = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+        return [self.api_client.sanitize_for_serialization(p) for p in listed.items]
+
+    def create_trial(self, trial: dict[str, Any]) -> bool:
+        """False when it already existed (a decision applied twice)."""
+        try:
+            self.custom.create_namespaced_custom_object(
+                GROUP, VERSION, trial["metadata"]["namespace"], TRIALS, trial
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def get_trial(self, namespace: str, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, TRIALS, name))
+
+    def create_job(self, job: dict[str, Any]) -> bool:
+        try:
+            self.batch.create_namespaced_job(job["metadata"]["namespace"], job)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_trial_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return cast(dict[str, Any], self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, TRIALS, name, {"status": status}
+        ))
+
+    def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, EXPERIMENTS, name, {"status": status}
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,195 @@
+"""Pure builders of the objects the operator creates: NASTrials and trainer Jobs.
+
+No API calls here: given the experiment and the engine's decision, return the manifest. Names
+are deterministic (trial ``<experiment>-<index>``, Job ``<trial>-f<fidelity>``), so a restart
+between deciding and creating finds AlreadyExists instead of making a duplicate.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kubenas.api.experiment import NASExperiment
+from kubenas.api.records import TrialRecord
+from kubenas.api.trial import TRIAL_KIND, TrialSpec
+from kubenas.contract import trial_environment, trial_name
+from kubenas.engine import StartTrial
+from kubenas.k8s.settings import (
+    GROUP,
+    LABEL_EXPERIMENT,
+    LABEL_FIDELITY,
+    LABEL_MANAGED_BY,
+    LABEL_TRIAL,
+    MANAGER,
+    VERSION,
+    OperatorSettings,
+)
+
+TRAINER_CONTAINER = "trainer"
+TERMINATION_LOG = "/dev/termination-log"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+class PodTemplateError(ValueError):
+    """A pod template asks for something the operator's settings forbid."""
+
+
+def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def job_name(trial: str, fidelity: int | None) -> str:
+    return f"{trial}-f{fidelity if fidelity is not None else 0}"
+
+
+def build_trial(experiment_obj: dict[str, Any], experiment: NASExperiment, start: StartTrial) -> dict[str, Any]:
+    name = trial_name(experiment.name, start.index)
+    spec = TrialSpec(
+        experiment=experiment.name,
+        index=start.index,
+        parameters=start.params,
+        architecture=start.architecture,
+        key=start.key,
+        fidelity=start.fidelity,
+    )
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": TRIAL_KIND,
+        "metadata": {
+            "name": name,
+            "namespace": experiment_obj["metadata"]["namespace"],
+            "labels": {LABEL_EXPERIMENT: experiment.name, LABEL_MANAGED_BY: MANAGER},
+            "ownerReferences": [owner_reference(experiment_obj)],
+        },
+        "spec": spec.to_wire(),
+    }
+
+
+def _check_pod_template(pod_spec: dict[str, Any], allow_privileged: bool) -> None:
+    if allow_privileged:
+        return
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod_spec.get(key):
+            raise PodTemplateError(f"spec.trial.podTemplate.spec.{key}: not allowed by the operator")
+    for i, volume in enumerate(pod_spec.get("volumes") or []):
+        if "hostPath" in volume:
+            raise PodTemplateError(
+                f"spec.trial.podTemplate.spec.volumes[{i}].hostPath: not allowed by the operator"
+            )
+    for kind in ("containers", "initContainers"):
+        for i, container in enumerate(pod_spec.get(kind) or []):
+            context = container.get("securityContext") or {}
+            if context.get("privileged") or context.get("allowPrivilegeEscalation"):
+                raise PodTemplateError(
+                    f"spec.trial.podTemplate.spec.{kind}[{i}].securityContext: "
+                    "privileged containers are not allowed by the operator"
+                )
+
+
+def _restricted(container: dict[str, Any], run_as_user: int) -> None:
+    container["securityContext"] = {
+        **(container.get("securityContext") or {}),
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": (container.get("securityContext") or {}).get("runAsUser", run_as_user),
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def build_job(
+    experiment: NASExperiment,
+    trial_obj: dict[str, Any],
+    record: TrialRecord,
+    architecture: dict[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """The trainer Job of the trial's current run (its fidelity), owned by the NASTrial."""
+    spec = experiment.spec
+    template = copy.deepcopy(spec.trial.pod_template or {})
+    pod_meta = template.get("metadata") or {}
+    pod_spec: dict[str, Any] = template.get("spec") or {}
+    _check_pod_template(pod_spec, settings.allow_privileged_pods)
+
+    namespace = trial_obj["metadata"]["namespace"]
+    labels = {
+        LABEL_MANAGED_BY: MANAGER,
+        LABEL_EXPERIMENT: experiment.name,
+        LABEL_TRIAL: record.name,
+        LABEL_FIDELITY: str(record.fidelity or 0),
+    }
+    if spec.trial.queue_name:
+        labels[QUEUE_LABEL] = spec.trial.queue_name
+
+    env = trial_environment(experiment, record, architecture)
+    env["KUBENAS_NAMESPACE"] = namespace
+    env["KUBENAS_CHECKPOINT_DIR"] = f"{spec.trial.checkpoint_dir.rstrip('/')}/{experiment.name}/{record.name}"
+    env["KUBENAS_TERMINATION_MESSAGE_PATH"] = TERMINATION_LOG
+    env["KUBENAS_REPORT"] = "stdout"
+    if settings.pushgateway_url:
+        env["KUBENAS_PUSHGATEWAY_URL"] = settings.pushgateway_url
+    env.update(settings.extra_env)
+
+    containers = pod_spec.get("containers") or []
+    trainer = next((c for c in containers if c.get("name") == TRAINER_CONTAINER), None)
+    if trainer is None:
+        trainer = {"name": TRAINER_CONTAINER}
+        containers = [trainer, *containers]
+    user_env = [e for e in trainer.get("env") or [] if e.get("name") not in env]
+    trainer.update(
+        {
+            "image": spec.trial.image or trainer.get("image") or settings.default_image,
+            "command": list(spec.trial.command),
+            "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + user_env,
+            "terminationMessagePath": TERMINATION_LOG,
+            "terminationMessagePolicy": "File",
+        }
+    )
+    if spec.trial.resources is not None:
+        trainer["resources"] = copy.deepcopy(spec.trial.resources)
+    for container in containers:
+        _restricted(container, settings.run_as_user)
+
+    pod_spec["containers"] = containers
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec["securityContext"] = {
+        **(pod_spec.get("securityContext") or {}),
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if spec.trial.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.trial.node_selector)
+    if spec.trial.tolerations:
+        pod_spec["tolerations"] = copy.deepcopy(spec.trial.tolerations)
+    if spec.trial.priority_class_name:
+        pod_spec["priorityClassName"] = spec.trial.priority_class_name
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(record.name, record.fidelity),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(trial_obj)],
+        },
+        "spec": {
+            "backoffLimit": spec.trial.backoff_limit,
+            "activeDeadlineSeconds": spec.trial.timeout_seconds,
+            "template": {
+                "metadata": {
+                    "labels": {**(pod_meta.get("labels") or {}), **labels},
+                    "annotations": dict(pod_meta.get("annotations") or {}),
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
