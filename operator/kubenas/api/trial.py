@@ -65,7 +65,7 @@ def _from_rfc3339(text: str | None) -> float | None:
 
 
 def to_record(name: str, spec: TrialSpec, status: TrialStatus | None) -> TrialRecord:
-    """The engine's view of a NASTrial (a trial without status yet is Pending at its spec fidelity)."""
+    """The engine's view of a NASTrial; one without status yet is Pending at its spec fidelity."""
     status = status or TrialStatus()
     return TrialRecord(
         name=name,

@@ -31,7 +31,12 @@ class Api:
 
     def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return cast(dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, EXPERIMENTS, name))
+            return cast(
+                dict[str, Any],
+                self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, EXPERIMENTS, name
+                ),
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -44,7 +49,9 @@ class Api:
         return cast(list[dict[str, Any]], listed["items"])
 
     def list_jobs(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
-        listed = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}")
+        listed = self.batch.list_namespaced_job(
+            namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}"
+        )
         return [self.api_client.sanitize_for_serialization(j) for j in listed.items]
 
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
@@ -64,7 +71,10 @@ class Api:
             raise
 
     def get_trial(self, namespace: str, name: str) -> dict[str, Any]:
-        return cast(dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, TRIALS, name))
+        return cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, TRIALS, name),
+        )
 
     def create_job(self, job: dict[str, Any]) -> bool:
         try:
@@ -82,10 +92,15 @@ class Api:
             if exc.status != 404:
                 raise
 
-    def patch_trial_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        return cast(dict[str, Any], self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, TRIALS, name, {"status": status}
-        ))
+    def patch_trial_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, TRIALS, name, {"status": status}
+            ),
+        )
 
     def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         try:

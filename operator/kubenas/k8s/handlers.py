@@ -4,8 +4,10 @@ on its trials and Jobs; everything else lives in :mod:`kubenas.k8s.reconcile`.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -40,6 +42,7 @@ def configure(settings: OperatorSettings) -> None:
 
 
 def _wake(namespace: str | None, experiment: str | None) -> None:
+    """Run the experiment's next pass now (its daemon may be waiting for a poll timeout)."""
     if namespace and experiment and (event := _wakeups.get((namespace, experiment))):
         event.set()
 
@@ -56,7 +59,7 @@ async def _serve_metrics(port: int) -> web.AppRunner:
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - scraped from outside the pod
+    await web.TCPSite(runner, "0.0.0.0", port).start()
     return runner
 
 
@@ -82,10 +85,17 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.daemon(GROUP, VERSION, EXPERIMENTS, cancellation_timeout=10.0)
 async def run_experiment(
-    namespace: str, name: str, body: kopf.Body, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any
+    *,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
 ) -> None:
     """Reconcile until the experiment is deleted: right away after any watched change, every few
     seconds while trials run (to read their progress), otherwise only when woken."""
+    assert namespace is not None, "NASExperiment is namespaced"
     wake = _wakeups.setdefault((namespace, name), asyncio.Event())
     api = Api()
     reconciler = ExperimentReconciler(api, _settings, namespace, name)
@@ -106,32 +116,31 @@ async def run_experiment(
             for kind, reason, message in outcome.events:
                 kopf.event(body, type=kind, reason=reason, message=message)
             timeout = RUNNING_POLL_SECONDS if outcome.running else None
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
-            except TimeoutError:
-                pass
     finally:
         api.close()
 
 
 @kopf.on.event(GROUP, VERSION, EXPERIMENTS)
-def experiment_changed(namespace: str, name: str, **_: Any) -> None:
+def experiment_changed(*, namespace: str | None, name: str, **_: Any) -> None:
     _wake(namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, TRIALS, labels={LABEL_MANAGED_BY: MANAGER})
-def trial_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+def trial_changed(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     _wake(namespace, labels.get(LABEL_EXPERIMENT))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGER})
-def job_changed(namespace: str, labels: dict[str, str], **_: Any) -> None:
+def job_changed(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     _wake(namespace, labels.get(LABEL_EXPERIMENT))
 
 
 @kopf.on.delete(GROUP, VERSION, EXPERIMENTS)
-def experiment_deleted(namespace: str, name: str, spec: dict[str, Any], **_: Any) -> None:
+def experiment_deleted(*, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> None:
     """Trials, Jobs and pods go by owner references; Pushgateway groups are ours to remove."""
+    assert namespace is not None
     _wakeups.pop((namespace, name), None)
     metric = (spec.get("objective") or {}).get("metric", "val_accuracy")
     operator_metrics.forget_experiment(namespace, name, metric)
@@ -140,6 +149,8 @@ def experiment_deleted(namespace: str, name: str, spec: dict[str, Any], **_: Any
     api = Api()
     try:
         for trial in api.list_trials(namespace, name):
-            metrics_source.delete_push_group(_settings.pushgateway_url, namespace, name, trial["metadata"]["name"])
+            metrics_source.delete_push_group(
+                _settings.pushgateway_url, namespace, name, trial["metadata"]["name"]
+            )
     finally:
         api.close()

@@ -50,7 +50,9 @@ def job_name(trial: str, fidelity: int | None) -> str:
     return f"{trial}-f{fidelity if fidelity is not None else 0}"
 
 
-def build_trial(experiment_obj: dict[str, Any], experiment: NASExperiment, start: StartTrial) -> dict[str, Any]:
+def build_trial(
+    experiment_obj: dict[str, Any], experiment: NASExperiment, start: StartTrial
+) -> dict[str, Any]:
     name = trial_name(experiment.name, start.index)
     spec = TrialSpec(
         experiment=experiment.name,
@@ -78,7 +80,9 @@ def _check_pod_template(pod_spec: dict[str, Any], allow_privileged: bool) -> Non
         return
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         if pod_spec.get(key):
-            raise PodTemplateError(f"spec.trial.podTemplate.spec.{key}: not allowed by the operator")
+            raise PodTemplateError(
+                f"spec.trial.podTemplate.spec.{key}: not allowed by the operator"
+            )
     for i, volume in enumerate(pod_spec.get("volumes") or []):
         if "hostPath" in volume:
             raise PodTemplateError(
@@ -131,7 +135,9 @@ def build_job(
 
     env = trial_environment(experiment, record, architecture)
     env["KUBENAS_NAMESPACE"] = namespace
-    env["KUBENAS_CHECKPOINT_DIR"] = f"{spec.trial.checkpoint_dir.rstrip('/')}/{experiment.name}/{record.name}"
+    env["KUBENAS_CHECKPOINT_DIR"] = (
+        f"{spec.trial.checkpoint_dir.rstrip('/')}/{experiment.name}/{record.name}"
+    )
     env["KUBENAS_TERMINATION_MESSAGE_PATH"] = TERMINATION_LOG
     env["KUBENAS_REPORT"] = "stdout"
     if settings.pushgateway_url:

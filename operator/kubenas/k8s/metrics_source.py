@@ -33,10 +33,11 @@ def _selector(namespace: str, experiment: str, trial: str) -> str:
 
 def query_prometheus(base_url: str, namespace: str, experiment: str, trial: str) -> TrialMetrics:
     """One instant query for every series of the trial's group."""
-    query = f'{{__name__=~"kubenas_trial_(metric|epoch|final)",{_selector(namespace, experiment, trial)}}}'
+    selector = _selector(namespace, experiment, trial)
+    query = f'{{__name__=~"kubenas_trial_(metric|epoch|final)",{selector}}}'
     url = f"{base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": query})
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
             body = json.load(response)
     except (OSError, urllib.error.URLError, json.JSONDecodeError) as exc:
         raise MetricsUnavailable(f"{base_url}: {exc}") from exc
@@ -61,11 +62,16 @@ def delete_push_group(base_url: str, namespace: str, experiment: str, trial: str
     """Remove the trial's Pushgateway group; False when the Pushgateway could not be reached."""
     path = "/".join(
         f"{key}/{urllib.parse.quote(value, safe='')}"
-        for key, value in (("job", PUSH_JOB), ("namespace", namespace), ("experiment", experiment), ("trial", trial))
+        for key, value in (
+            ("job", PUSH_JOB),
+            ("namespace", namespace),
+            ("experiment", experiment),
+            ("trial", trial),
+        )
     )
     request = urllib.request.Request(f"{base_url.rstrip('/')}/metrics/{path}", method="DELETE")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS):  # noqa: S310
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS):
             return True
     except (OSError, urllib.error.URLError):
         return False

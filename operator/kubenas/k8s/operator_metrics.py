@@ -12,7 +12,9 @@ from kubenas.api.records import TrialRecord, TrialState
 from kubenas.engine import Decisions
 
 EXPERIMENTS = Gauge(
-    "kubenas_experiments", "Experiments known to the operator, by state", ["namespace", "experiment", "state"]
+    "kubenas_experiments",
+    "Experiments known to the operator, by state",
+    ["namespace", "experiment", "state"],
 )
 TRIALS = Gauge("kubenas_trials", "Trials by state", ["namespace", "experiment", "state"])
 TRIAL_DURATION = Histogram(
@@ -21,7 +23,9 @@ TRIAL_DURATION = Histogram(
     buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600),
 )
 GPU_SECONDS = Counter(
-    "kubenas_trial_gpu_seconds_total", "GPU time used by finished trial runs", ["namespace", "experiment"]
+    "kubenas_trial_gpu_seconds_total",
+    "GPU time used by finished trial runs",
+    ["namespace", "experiment"],
 )
 RECONCILE_SECONDS = Histogram(
     "kubenas_reconcile_duration_seconds",
@@ -31,7 +35,9 @@ RECONCILE_SECONDS = Histogram(
 RECONCILE_ERRORS = Counter("kubenas_reconcile_errors_total", "Reconcile passes that raised")
 PROMETHEUS_ERRORS = Counter("kubenas_prometheus_query_errors_total", "Failed queries to Prometheus")
 BEST_OBJECTIVE = Gauge(
-    "kubenas_best_objective", "Objective of the best trial so far", ["namespace", "experiment", "metric"]
+    "kubenas_best_objective",
+    "Objective of the best trial so far",
+    ["namespace", "experiment", "metric"],
 )
 
 _STATES = ("Running", "Succeeded", "Failed")
@@ -44,9 +50,11 @@ def observe_experiment(
     name = experiment.name
     for state in TrialState:
         TRIALS.labels(namespace, name, state.value).set(sum(r.state == state for r in records))
-    current = "Running" if not decisions.finished else ("Succeeded" if decisions.succeeded else "Failed")
-    for state in _STATES:
-        EXPERIMENTS.labels(namespace, name, state).set(1 if state == current else 0)
+    current = (
+        "Running" if not decisions.finished else ("Succeeded" if decisions.succeeded else "Failed")
+    )
+    for experiment_state in _STATES:
+        EXPERIMENTS.labels(namespace, name, experiment_state).set(int(experiment_state == current))
     metric = experiment.spec.objective.metric
     if decisions.best is not None and metric in decisions.best.metrics:
         BEST_OBJECTIVE.labels(namespace, name, metric).set(decisions.best.metrics[metric])

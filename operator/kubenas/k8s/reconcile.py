@@ -28,7 +28,7 @@ from kubenas.k8s.manifests import (
     build_trial,
     job_name,
 )
-from kubenas.k8s.settings import OperatorSettings
+from kubenas.k8s.settings import LABEL_TRIAL, OperatorSettings
 from kubenas.k8s.status import experiment_status
 
 log = logging.getLogger("kubenas.operator")
@@ -65,7 +65,9 @@ def _job_failure_reason(job: dict[str, Any]) -> str:
 
 def _terminated(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The trainer container's terminated state of the Job's latest pod."""
-    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
+    for pod in sorted(
+        pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True
+    ):
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             if status.get("name") == TRAINER_CONTAINER:
                 terminated = (status.get("state") or {}).get("terminated")
@@ -86,7 +88,7 @@ class ExperimentReconciler:
     # -- reading ---------------------------------------------------------------------------
 
     def _parse(self, body: dict[str, Any]) -> NASExperiment | str:
-        document = {k: body[k] for k in ("apiVersion", "kind", "spec") if k in body}
+        document: dict[str, Any] = {k: body[k] for k in ("apiVersion", "kind", "spec") if k in body}
         document["metadata"] = {"name": body["metadata"]["name"], "namespace": self.namespace}
         try:
             return NASExperiment.model_validate(document)
@@ -95,7 +97,9 @@ class ExperimentReconciler:
 
     # -- folding Job outcomes into trials ---------------------------------------------------
 
-    def _final_metrics(self, experiment: NASExperiment, record: TrialRecord, job: dict[str, Any]) -> tuple[dict[str, float] | None, str | None, str]:
+    def _final_metrics(
+        self, experiment: NASExperiment, record: TrialRecord, job: dict[str, Any]
+    ) -> tuple[dict[str, float] | None, str | None, str]:
         """(metrics, checkpoint, detail) of a finished run: Prometheus first, else the pod's
         termination message."""
         metrics: dict[str, float] | None = None
@@ -116,7 +120,9 @@ class ExperimentReconciler:
         if summary is not None:
             checkpoint = summary.get("checkpoint")
             if metrics is None and isinstance(summary.get("metrics"), dict):
-                metrics = {k: float(v) for k, v in summary["metrics"].items() if isinstance(v, int | float)}
+                metrics = {
+                    k: float(v) for k, v in summary["metrics"].items() if isinstance(v, int | float)
+                }
         detail = "prometheus" if metrics is not None and summary is None else "termination message"
         return metrics, str(checkpoint) if checkpoint else None, detail
 
@@ -140,13 +146,19 @@ class ExperimentReconciler:
         return record
 
     def _sync_trial(
-        self, experiment: NASExperiment, record: TrialRecord, jobs: dict[str, dict[str, Any]], outcome: Outcome
+        self,
+        experiment: NASExperiment,
+        record: TrialRecord,
+        jobs: dict[str, dict[str, Any]],
+        outcome: Outcome,
     ) -> TrialRecord:
         job = jobs.get(job_name(record.name, record.fidelity))
         if job is None:
             return record
         if record.state == TrialState.PENDING:
-            record = record.with_changes(state=TrialState.RUNNING, started_at=record.started_at or time.time())
+            record = record.with_changes(
+                state=TrialState.RUNNING, started_at=record.started_at or time.time()
+            )
         finished = _job_finished(job)
         if finished is None:
             return self._progress(experiment, record)
@@ -155,29 +167,42 @@ class ExperimentReconciler:
             metrics, checkpoint, source = self._final_metrics(experiment, record, job)
             if metrics is None or experiment.spec.objective.metric not in metrics:
                 record = record.with_changes(
-                    state=TrialState.FAILED, reason="MissingObjective",
-                    message=f"the trial reported no {experiment.spec.objective.metric}", finished_at=now,
+                    state=TrialState.FAILED,
+                    reason="MissingObjective",
+                    message=f"the trial reported no {experiment.spec.objective.metric}",
+                    finished_at=now,
                 )
             else:
                 record = record.with_changes(
-                    state=TrialState.SUCCEEDED, metrics=metrics, finished_at=now,
+                    state=TrialState.SUCCEEDED,
+                    metrics=metrics,
+                    finished_at=now,
                     results={**record.results, record.fidelity or 0: metrics},
                     checkpoint=checkpoint or self._checkpoint_path(experiment, record),
-                    reason=None, message=f"metrics from the {source}",
+                    reason=None,
+                    message=f"metrics from the {source}",
                 )
         else:
             reason = _job_failure_reason(job)
-            terminated = _terminated(self.api.list_job_pods(self.namespace, job["metadata"]["name"])) or {}
-            detail = str(terminated.get("message") or terminated.get("reason") or "")[-STDERR_LIMIT:]
+            terminated = (
+                _terminated(self.api.list_job_pods(self.namespace, job["metadata"]["name"])) or {}
+            )
+            detail = str(terminated.get("message") or terminated.get("reason") or "")[
+                -STDERR_LIMIT:
+            ]
             record = record.with_changes(
                 state=TrialState.FAILED,
                 reason="Timeout" if reason == "DeadlineExceeded" else "Crashed",
                 message=f"{reason}: exit code {terminated.get('exitCode')}; {detail}".strip(),
                 finished_at=now,
             )
-            outcome.events.append(("Warning", "TrialFailed", f"{record.name}: {record.message}"[:1000]))
+            outcome.events.append(
+                ("Warning", "TrialFailed", f"{record.name}: {record.message}"[:1000])
+            )
         if self.settings.pushgateway_url:
-            metrics_source.delete_push_group(self.settings.pushgateway_url, self.namespace, experiment.name, record.name)
+            metrics_source.delete_push_group(
+                self.settings.pushgateway_url, self.namespace, experiment.name, record.name
+            )
         if record.started_at is not None and record.finished_at is not None:
             seconds = max(0.0, record.finished_at - record.started_at)
             operator_metrics.TRIAL_DURATION.observe(seconds)
@@ -187,7 +212,8 @@ class ExperimentReconciler:
         return record
 
     def _checkpoint_path(self, experiment: NASExperiment, record: TrialRecord) -> str:
-        return f"{experiment.spec.trial.checkpoint_dir.rstrip('/')}/{experiment.name}/{record.name}/checkpoint.pt"
+        root = experiment.spec.trial.checkpoint_dir.rstrip("/")
+        return f"{root}/{experiment.name}/{record.name}/checkpoint.pt"
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -195,9 +221,13 @@ class ExperimentReconciler:
         if record == before:
             return
         status = status_of(record, job_name(record.name, record.fidelity))
-        self.api.patch_trial_status(self.namespace, record.name, status.model_dump(by_alias=True, mode="json"))
+        self.api.patch_trial_status(
+            self.namespace, record.name, status.model_dump(by_alias=True, mode="json")
+        )
 
-    def _launch(self, experiment: NASExperiment, trial_obj: dict[str, Any], record: TrialRecord) -> None:
+    def _launch(
+        self, experiment: NASExperiment, trial_obj: dict[str, Any], record: TrialRecord
+    ) -> None:
         space = planner(experiment.spec).space
         architecture = space.to_architecture(space.active(record.params))
         self.api.create_job(build_job(experiment, trial_obj, record, architecture, self.settings))
@@ -216,16 +246,23 @@ class ExperimentReconciler:
             self.api.delete_job(self.namespace, job_name(record.name, record.fidelity))
             stopped = record.with_changes(
                 state=TrialState.FAILED if stop.failed else TrialState.STOPPED,
-                reason=stop.reason, message=stop.message, finished_at=time.time(),
+                reason=stop.reason,
+                message=stop.message,
+                finished_at=time.time(),
             )
             self._write_trial(stopped, record)
             records[stop.trial] = stopped
         for promotion in decisions.promote:
             record = records[promotion.trial]
             promoted = record.with_changes(
-                state=TrialState.PENDING, fidelity=promotion.fidelity, resumed_from=promotion.resume_from,
-                intermediate=[], reason=None, message=f"promoted to fidelity {promotion.fidelity}",
-                started_at=None, finished_at=None,
+                state=TrialState.PENDING,
+                fidelity=promotion.fidelity,
+                resumed_from=promotion.resume_from,
+                intermediate=[],
+                reason=None,
+                message=f"promoted to fidelity {promotion.fidelity}",
+                started_at=None,
+                finished_at=None,
             )
             self._write_trial(promoted, record)
             self._launch(experiment, trials[promotion.trial], promoted)
@@ -256,25 +293,32 @@ class ExperimentReconciler:
             return outcome
         experiment = parsed
 
-        trials = {t["metadata"]["name"]: t for t in self.api.list_trials(self.namespace, experiment.name)}
-        jobs = {j["metadata"]["name"]: j for j in self.api.list_jobs(self.namespace, experiment.name)}
+        trials = {
+            t["metadata"]["name"]: t for t in self.api.list_trials(self.namespace, experiment.name)
+        }
+        jobs = {
+            j["metadata"]["name"]: j for j in self.api.list_jobs(self.namespace, experiment.name)
+        }
         records: dict[str, TrialRecord] = {}
         for name, trial in trials.items():
-            status = TrialStatus.model_validate(trial["status"]) if trial.get("status") else None
-            before = to_record(name, TrialSpec.model_validate(trial["spec"]), status)
+            stored = TrialStatus.model_validate(trial["status"]) if trial.get("status") else None
+            before = to_record(name, TrialSpec.model_validate(trial["spec"]), stored)
             record = before
             if record.state.active:
                 if job_name(record.name, record.fidelity) not in jobs:
                     try:  # created before a restart cut the pass short, or its Job was lost
                         self._launch(experiment, trial, record)
                     except PodTemplateError as exc:
-                        self._fail_experiment(previous, generation, "PodTemplateNotAllowed", str(exc), outcome)
+                        self._fail_experiment(
+                            previous, generation, "PodTemplateNotAllowed", str(exc), outcome
+                        )
                         return outcome
                 else:
                     record = self._sync_trial(experiment, record, jobs, outcome)
             self._write_trial(record, before)
             records[name] = record
 
+        self._delete_recorded_jobs(records, jobs)
         decisions = decide(experiment.spec, list(records.values()), now=time.time())
         try:
             self._apply(experiment, body, trials, records, decisions, outcome)
@@ -285,7 +329,11 @@ class ExperimentReconciler:
         if decisions.finished:
             decisions = decide(experiment.spec, list(records.values()), now=time.time())
         status = experiment_status(
-            experiment, previous, generation, list(records.values()), decisions,
+            experiment,
+            previous,
+            generation,
+            list(records.values()),
+            decisions,
             metrics_problem=self.metrics_problem,
         )
         self.api.patch_experiment_status(self.namespace, self.name, status)
@@ -295,6 +343,20 @@ class ExperimentReconciler:
         outcome.running = sum(r.state.active for r in records.values())
         return outcome
 
+    def _delete_recorded_jobs(
+        self, records: dict[str, TrialRecord], jobs: dict[str, dict[str, Any]]
+    ) -> None:
+        """A run whose result is recorded needs its Job no more: delete it (and its pod), so
+        thousands of trials leave no pile of Jobs. Failed runs keep theirs, for ``kubectl logs``."""
+        for name, job in jobs.items():
+            trial = (job["metadata"].get("labels") or {}).get(LABEL_TRIAL)
+            record = records.get(trial or "")
+            if record is None or _job_finished(job) != "Succeeded":
+                continue
+            current = job_name(record.name, record.fidelity)
+            if name != current or record.state in (TrialState.SUCCEEDED, TrialState.STOPPED):
+                self.api.delete_job(self.namespace, name)
+
     def _fail_experiment(
         self, previous: dict[str, Any], generation: int, reason: str, message: str, outcome: Outcome
     ) -> None:
@@ -303,8 +365,13 @@ class ExperimentReconciler:
         status = {
             "observedGeneration": generation,
             "conditions": conditions(
-                previous.get("conditions") or [], generation, finished=True, succeeded=False,
-                reason=reason, message=message, metrics_problem=self.metrics_problem,
+                previous.get("conditions") or [],
+                generation,
+                finished=True,
+                succeeded=False,
+                reason=reason,
+                message=message,
+                metrics_problem=self.metrics_problem,
             ),
             "completionTime": previous.get("completionTime") or now_rfc3339(),
             "finishReason": reason,
@@ -323,13 +390,29 @@ class ExperimentReconciler:
     ) -> None:
         """Events for milestones, each once per change (not once per pass)."""
         if not previous.get("startTime"):
-            outcome.events.append(("Normal", "Started", f"searching {experiment.spec.search_space.family} with {experiment.spec.strategy.name}"))
+            outcome.events.append(
+                (
+                    "Normal",
+                    "Started",
+                    f"searching {experiment.spec.search_space.family} "
+                    f"with {experiment.spec.strategy.name}",
+                )
+            )
         old_best = (previous.get("bestTrial") or {}).get("name")
         new_best = (status.get("bestTrial") or {}).get("name")
         if new_best and new_best != old_best:
             best = status["bestTrial"]
-            outcome.events.append(("Normal", "NewBest", f"{new_best}: {experiment.spec.objective.metric} {best['objective']}"))
-        was_problem = any(c.get("type") == "MetricsAvailable" and c.get("status") == "False" for c in previous.get("conditions") or [])
+            outcome.events.append(
+                (
+                    "Normal",
+                    "NewBest",
+                    f"{new_best}: {experiment.spec.objective.metric} {best['objective']}",
+                )
+            )
+        was_problem = any(
+            c.get("type") == "MetricsAvailable" and c.get("status") == "False"
+            for c in previous.get("conditions") or []
+        )
         if self.metrics_problem and not was_problem:
             outcome.events.append(("Warning", "PrometheusUnreachable", self.metrics_problem[:1000]))
         if decisions.finished and not previous.get("completionTime"):

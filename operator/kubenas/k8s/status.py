@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialState
 from kubenas.engine import Decisions, planner
-from kubenas.api.experiment import NASExperiment
 
 
 def now_rfc3339() -> str:
@@ -17,7 +17,12 @@ def now_rfc3339() -> str:
 
 
 def _condition(
-    previous: Sequence[dict[str, Any]], kind: str, status: str, reason: str, message: str, generation: int
+    previous: Sequence[dict[str, Any]],
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int,
 ) -> dict[str, Any]:
     """A condition keeping its lastTransitionTime while its status does not change."""
     old = next((c for c in previous if c.get("type") == kind), None)
@@ -70,9 +75,27 @@ def conditions(
         ]
     out = [_condition(previous, k, s, r, m, generation) for k, s, r, m in states]
     if metrics_problem is not None:
-        out.append(_condition(previous, "MetricsAvailable", "False", "PrometheusUnreachable", metrics_problem, generation))
+        out.append(
+            _condition(
+                previous,
+                "MetricsAvailable",
+                "False",
+                "PrometheusUnreachable",
+                metrics_problem,
+                generation,
+            )
+        )
     else:
-        out.append(_condition(previous, "MetricsAvailable", "True", "PrometheusReachable", "metrics come from Prometheus", generation))
+        out.append(
+            _condition(
+                previous,
+                "MetricsAvailable",
+                "True",
+                "PrometheusReachable",
+                "metrics come from Prometheus",
+                generation,
+            )
+        )
     return out
 
 
@@ -107,8 +130,12 @@ def experiment_status(
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions(
-            previous.get("conditions") or [], generation,
-            finished=finished, succeeded=succeeded, reason=reason, message=message,
+            previous.get("conditions") or [],
+            generation,
+            finished=finished,
+            succeeded=succeeded,
+            reason=reason,
+            message=message,
             metrics_problem=metrics_problem,
         ),
         "trials": {
@@ -118,13 +145,14 @@ def experiment_status(
             "succeeded": counts[TrialState.SUCCEEDED],
             "failed": counts[TrialState.FAILED],
             "stopped": counts[TrialState.STOPPED],
-            "done": counts[TrialState.SUCCEEDED] + counts[TrialState.FAILED] + counts[TrialState.STOPPED],
+            "done": counts[TrialState.SUCCEEDED]
+            + counts[TrialState.FAILED]
+            + counts[TrialState.STOPPED],
         },
         "startTime": previous.get("startTime") or now_rfc3339(),
         "bestTrial": _summary(decisions.best, experiment) if decisions.best else None,
-        "paretoFront": [
-            {"name": r.name, "metrics": dict(r.metrics)} for r in decisions.pareto
-        ] or None,
+        "paretoFront": [{"name": r.name, "metrics": dict(r.metrics)} for r in decisions.pareto]
+        or None,
         "completionTime": (previous.get("completionTime") or now_rfc3339()) if finished else None,
         "finishReason": reason if finished else None,
     }

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import random
 import warnings
-from datetime import datetime
 from collections.abc import Sequence
+from datetime import datetime
 
 import optuna
 from optuna.distributions import (
@@ -120,9 +120,7 @@ class TreeParzen(Strategy):
                 n_startup_trials=self.startup_trials,
                 constant_liar=self.constant_liar,
             )
-        study = optuna.create_study(
-            storage=_RecordStorage(), direction="maximize", sampler=sampler
-        )
+        study = optuna.create_study(storage=_RecordStorage(), direction="maximize", sampler=sampler)
         study.add_trials(
             [
                 self._frozen(o, TrialState.COMPLETE if o.value is not None else TrialState.FAIL)

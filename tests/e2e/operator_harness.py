@@ -1,0 +1,133 @@
+"""Helpers for the operator's e2e tests: the operator as a real process (so it can be SIGKILLed),
+kubectl from the dev cluster, and polling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    """``kubenas operator`` watching one namespace, started and killed like a real pod's process."""
+
+    def __init__(
+        self,
+        namespace: str,
+        log: Path,
+        prometheus_url: str | None,
+        pushgateway_url: str | None,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self.log = log
+        self.prometheus_url = prometheus_url
+        self.pushgateway_url = pushgateway_url
+        self.metrics_port = metrics_port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "kubenas.cli",
+            "operator",
+            "--namespace",
+            self.namespace,
+            "--metrics-port",
+            str(self.metrics_port),
+        ]
+        if self.prometheus_url:
+            argv += ["--prometheus-url", self.prometheus_url]
+        if self.pushgateway_url:
+            argv += ["--pushgateway-url", self.pushgateway_url]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+            )
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, no finalizers run, exactly like a node losing the pod."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def kubectl(
+    bin_dir: Path, *args: str, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(bin_dir / "kubectl"), *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=120,
+        input=stdin,
+        env=os.environ.copy(),
+    )
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.5
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def experiment(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
+        "kubenas.io", "v1alpha1", namespace, "nasexperiments", name
+    )
+
+
+def trials(api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    listed = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "kubenas.io", "v1alpha1", namespace, "nastrials"
+    )
+    return listed["items"]  # type: ignore[no-any-return]
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), None
+    )
+
+
+def finished(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    obj = experiment(api, namespace, name)
+    for kind in ("Succeeded", "Failed"):
+        c = condition(obj, kind)
+        if c and c["status"] == "True":
+            return obj
+    return None

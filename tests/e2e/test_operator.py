@@ -1,0 +1,361 @@
+"""The operator against the real dev control plane: kubectl apply an experiment, the search runs
+as Jobs, the best architecture lands in the status; kills, outages and deletion lose nothing."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from kubenas_devcluster import Cluster
+
+from .operator_harness import (
+    REPO,
+    OperatorProcess,
+    condition,
+    experiment,
+    finished,
+    kubectl,
+    trials,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+CONTRACT_TRAINER = Path(__file__).parent / "contract_trainer.py"
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Cluster) -> None:
+    kubectl(cluster.bin_dir, "apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl(
+        cluster.bin_dir,
+        "wait",
+        "--for=condition=Established",
+        "crd/nasexperiments.kubenas.io",
+        "crd/nastrials.kubenas.io",
+        "--timeout=60s",
+    )
+
+
+@pytest.fixture
+def start_operator(
+    cluster: Cluster, crds: None, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(namespace: str, prometheus_url: str | None = None) -> OperatorProcess:
+        operator = OperatorProcess(
+            namespace,
+            tmp_path / f"operator-{len(started)}.log",
+            prometheus_url or cluster.prometheus_url,
+            cluster.pushgateway_url,
+        )
+        operator.start()
+        started.append(operator)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+
+
+def _quick_experiment(name: str, tmp_path: Path, **spec: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "apiVersion": "kubenas.io/v1alpha1",
+        "kind": "NASExperiment",
+        "metadata": {"name": name},
+        "spec": {
+            "searchSpace": {
+                "family": "custom",
+                "parameters": [
+                    {"name": "quality", "type": "int", "low": 1, "high": 9},
+                    {"name": "width", "type": "categorical", "choices": [8, 16, 32, 64]},
+                ],
+            },
+            "strategy": {"name": "random"},
+            "seed": 3,
+            "budget": {"maxTrials": 8, "parallelTrials": 2},
+            "trial": {
+                "dataset": "none:",
+                "command": ["python", str(CONTRACT_TRAINER)],
+                "checkpointDir": str(tmp_path / "checkpoints"),
+                "timeoutSeconds": 120,
+                "env": [{"name": "LEDGER", "value": str(tmp_path / "ledger.txt")}],
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+            },
+        },
+    }
+    for key, value in spec.items():
+        doc["spec"][key] = value
+    return doc
+
+
+def _apply(cluster: Cluster, namespace: str, doc: dict[str, Any]) -> None:
+    kubectl(cluster.bin_dir, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
+
+
+def _ledger(tmp_path: Path) -> dict[str, list[int]]:
+    epochs: dict[str, list[int]] = {}
+    path = tmp_path / "ledger.txt"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        trial, epoch = line.split()
+        epochs.setdefault(trial, []).append(int(epoch))
+    return epochs
+
+
+def test_killed_operator_loses_and_duplicates_nothing(
+    cluster: Cluster,
+    k8s: client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    operator = start_operator(namespace)
+    doc = _quick_experiment(
+        "survivor", tmp_path, budget={"maxTrials": 12, "parallelTrials": 2}, fidelity={"max": 3}
+    )
+    _apply(cluster, namespace, doc)
+    rng = random.Random(11)
+    for _ in range(3):
+        wait_until(lambda: len(trials(k8s, namespace)) >= 2, 120, "trials to appear")
+        time.sleep(rng.uniform(0.5, 4.0))
+        operator.kill()
+        time.sleep(rng.uniform(0.0, 2.0))
+        operator.start()
+    done = wait_until(lambda: finished(k8s, namespace, "survivor"), 300, "the experiment to finish")
+    assert condition(done, "Succeeded")["status"] == "True"  # type: ignore[index]
+    names = sorted(t["metadata"]["name"] for t in trials(k8s, namespace))
+    assert names == [f"survivor-{i:04d}" for i in range(12)]
+    assert all(t["status"]["state"] == "Succeeded" for t in trials(k8s, namespace))
+    ledger = _ledger(tmp_path)
+    assert sorted(ledger) == names
+    assert all(epochs == [1, 2, 3] for epochs in ledger.values()), "each trial trained exactly once"
+    assert done["status"]["trials"]["done"] == 12 and operator.starts == 4
+
+
+class _Proxy:
+    """A TCP relay in front of the real Prometheus, so the test can make it unreachable for the
+    operator mid-run without stopping the Prometheus the rest of the suite shares."""
+
+    def __init__(self, target_url: str) -> None:
+        host_port = target_url.split("//", 1)[1].rstrip("/")
+        host, port = host_port.split(":")
+        self.target = (host, int(port))
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.server.close()
+
+
+def test_prometheus_outage_falls_back_to_termination_messages(
+    cluster: Cluster,
+    k8s: client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    proxy = _Proxy(cluster.prometheus_url)
+    start_operator(namespace, prometheus_url=proxy.url)
+    _apply(cluster, namespace, _quick_experiment("outage", tmp_path, fidelity={"max": 2}))
+    wait_until(
+        lambda: (
+            sum((t.get("status") or {}).get("state") == "Succeeded" for t in trials(k8s, namespace))
+            >= 2
+        ),
+        120,
+        "two trials to finish",
+    )
+    proxy.stop()
+    done = wait_until(lambda: finished(k8s, namespace, "outage"), 300, "the experiment to finish")
+    assert condition(done, "Succeeded")["status"] == "True"  # type: ignore[index]
+    assert len(trials(k8s, namespace)) == 8
+    metrics = condition(done, "MetricsAvailable")
+    assert (
+        metrics is not None
+        and metrics["status"] == "False"
+        and metrics["reason"] == "PrometheusUnreachable"
+    )
+    sources = [t["status"].get("message") for t in trials(k8s, namespace)]
+    assert "metrics from the termination message" in sources
+    events = client.CoreV1Api(k8s).list_namespaced_event(namespace).items
+    assert any(e.reason == "PrometheusUnreachable" for e in events)
+
+
+def test_asha_promotes_from_checkpoints_and_saves_epochs(
+    cluster: Cluster,
+    k8s: client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    start_operator(namespace)
+    doc = _quick_experiment(
+        "asha",
+        tmp_path,
+        budget={"maxTrials": 9, "parallelTrials": 2},
+        fidelity={"min": 1, "max": 9, "scheduler": "asha", "reductionFactor": 3},
+    )
+    _apply(cluster, namespace, doc)
+    done = wait_until(
+        lambda: finished(k8s, namespace, "asha"), 400, "the ASHA experiment to finish"
+    )
+    assert condition(done, "Succeeded")["status"] == "True"  # type: ignore[index]
+    everything = trials(k8s, namespace)
+    promoted = [t for t in everything if t["status"]["fidelity"] > 1]
+    assert promoted, "the best third of rung 1 moves up"
+    ledger = _ledger(tmp_path)
+    for t in promoted:
+        name = t["metadata"]["name"]
+        # resumed from the checkpoint: epochs continue where the lower rung stopped, no repeats
+        assert ledger[name] == list(range(1, t["status"]["fidelity"] + 1))
+        assert t["status"]["resumedFrom"].endswith(f"{name}/checkpoint.pt")
+    total = sum(len(v) for v in ledger.values())
+    ratio = total / (9 * 9)
+    print(
+        f"ASHA trained {total} epochs for 9 trials of up to 9 epochs: {ratio:.2f} of full training"
+    )
+    assert ratio < 0.6
+    assert done["status"]["bestTrial"]["fidelity"] == 9
+    jobs = client.BatchV1Api(k8s).list_namespaced_job(namespace).items
+    assert jobs == [], "recorded runs leave no Job behind"
+
+
+def test_impossible_experiment_ends_failed(
+    cluster: Cluster,
+    k8s: client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    start_operator(namespace)
+    doc = _quick_experiment("hostnet", tmp_path)
+    doc["spec"]["trial"]["podTemplate"] = {"spec": {"hostNetwork": True}}
+    _apply(cluster, namespace, doc)
+    done = wait_until(lambda: finished(k8s, namespace, "hostnet"), 60, "the experiment to fail")
+    failed = condition(done, "Failed")
+    assert (
+        failed is not None
+        and failed["status"] == "True"
+        and failed["reason"] == "PodTemplateNotAllowed"
+    )
+    assert "hostNetwork" in failed["message"]
+    assert client.BatchV1Api(k8s).list_namespaced_job(namespace).items == []
+
+
+def _pushgateway_groups(url: str, experiment_name: str) -> int:
+    with urllib.request.urlopen(f"{url}/api/v1/metrics", timeout=5) as response:
+        groups = json.load(response)["data"]
+    return sum(g["labels"].get("experiment") == experiment_name for g in groups)
+
+
+def test_deleting_an_experiment_removes_everything_it_made(
+    cluster: Cluster,
+    k8s: client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    start_operator(namespace)
+    doc = _quick_experiment(
+        "doomed", tmp_path, budget={"maxTrials": 6, "parallelTrials": 2}, fidelity={"max": 60}
+    )
+    _apply(cluster, namespace, doc)
+    wait_until(
+        lambda: _pushgateway_groups(cluster.pushgateway_url, "doomed") >= 1, 120, "a pushed metric"
+    )
+    kubectl(
+        cluster.bin_dir, "delete", "-n", namespace, "nasx/doomed", "--wait=true", "--timeout=120s"
+    )
+    batch, core = client.BatchV1Api(k8s), client.CoreV1Api(k8s)
+    wait_until(lambda: not trials(k8s, namespace), 60, "trials to go")
+    wait_until(lambda: not batch.list_namespaced_job(namespace).items, 60, "jobs to go")
+    wait_until(lambda: not core.list_namespaced_pod(namespace).items, 60, "pods to go")
+    assert _pushgateway_groups(cluster.pushgateway_url, "doomed") == 0
+
+
+@pytest.mark.slow
+def test_digits_example_runs_as_written(
+    cluster: Cluster,
+    k8s: client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    start_operator(namespace)
+    spec = yaml.safe_load((REPO / "examples" / "digits-cell.yaml").read_text())["spec"]
+    peak = {"running": 0}
+    seen_gpu_requests: set[str] = set()
+    stop = threading.Event()
+
+    def watch_pods() -> None:
+        core = client.CoreV1Api(k8s)
+        while not stop.is_set():
+            pods = core.list_namespaced_pod(namespace).items
+            running = [p for p in pods if p.status.phase == "Running"]
+            peak["running"] = max(peak["running"], len(running))
+            for p in pods:
+                limits = p.spec.containers[0].resources.limits or {}
+                seen_gpu_requests.add(str(limits.get("nvidia.com/gpu")))
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch_pods, daemon=True)
+    watcher.start()
+    kubectl(
+        cluster.bin_dir, "apply", "-n", namespace, "-f", str(REPO / "examples" / "digits-cell.yaml")
+    )
+    waited = kubectl(
+        cluster.bin_dir,
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Succeeded",
+        "nasx/digits-cell",
+        "--timeout=1500s",
+        check=False,
+    )
+    stop.set()
+    watcher.join()
+    assert waited.returncode == 0, waited.stderr
+    done = experiment(k8s, namespace, "digits-cell")
+    best = done["status"]["bestTrial"]
+    print(f"digits-cell on the cluster: best {best['name']} {best['metrics']}")
+    assert best["metrics"]["test_accuracy"] >= 0.97
+    assert len(trials(k8s, namespace)) == spec["budget"]["maxTrials"]
+    assert seen_gpu_requests == {"1"}
+    assert 1 <= peak["running"] <= min(spec["budget"]["parallelTrials"], 2)
