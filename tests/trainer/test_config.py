@@ -14,11 +14,11 @@ BASE_ENV = {"KUBENAS_FAMILY": "chain", "KUBENAS_ARCHITECTURE": '{"stem_channels"
 
 def test_flags_override_environment_and_defaults_fill_the_rest() -> None:
     config = TrialConfig.from_settings(resolve_settings(
-        ["--epochs", "9", "--hparams", '{"batch_size": 32}'],
+        ["--epochs", "9", "--hparams", '{"batch_size": 16}'],
         {**BASE_ENV, "KUBENAS_SEED": "4", "KUBENAS_HPARAMS": '{"batch_size": 512}'},
     ))
     assert (config.epochs, config.schedule_epochs, config.seed) == (9, 9, 4)
-    assert config.hparams == HParams(batch_size=32)
+    assert config.hparams == HParams(batch_size=16)
     assert config.device == "auto" and config.resume_from is None
 
 

@@ -19,7 +19,7 @@ class HParams:
     """Training hyper-parameters. The defaults train a small candidate on ``digits`` to ~98% test
     accuracy in a few epochs on one CPU thread, and are a sane start elsewhere."""
 
-    batch_size: int = 64
+    batch_size: int = 32
     learning_rate: float = 0.05
     weight_decay: float = 5e-4
     momentum: float = 0.9
