@@ -134,10 +134,12 @@ def test_killed_operator_loses_and_duplicates_nothing(
         time.sleep(rng.uniform(0.0, 2.0))
         operator.start()
     done = wait_until(lambda: finished(k8s, namespace, "survivor"), 300, "the experiment to finish")
-    assert condition(done, "Succeeded")["status"] == "True"  # type: ignore[index]
+    states = {t["metadata"]["name"]: (t["status"]["state"], t["status"].get("message"))
+              for t in trials(k8s, namespace)}
+    assert condition(done, "Succeeded")["status"] == "True", (done["status"], states)  # type: ignore[index]
     names = sorted(t["metadata"]["name"] for t in trials(k8s, namespace))
     assert names == [f"survivor-{i:04d}" for i in range(12)]
-    assert all(t["status"]["state"] == "Succeeded" for t in trials(k8s, namespace))
+    assert all(state == "Succeeded" for state, _ in states.values()), states
     ledger = _ledger(tmp_path)
     assert sorted(ledger) == names
     assert all(epochs == [1, 2, 3] for epochs in ledger.values()), "each trial trained exactly once"

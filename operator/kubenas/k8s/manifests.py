@@ -98,6 +98,16 @@ def _check_pod_template(pod_spec: dict[str, Any], allow_privileged: bool) -> Non
                 )
 
 
+def _quantities(resources: dict[str, Any]) -> dict[str, Any]:
+    """Resource quantities as the API's string form (YAML gives ``nvidia.com/gpu: 1`` as int)."""
+    return {
+        section: {name: str(value) for name, value in amounts.items()}
+        if isinstance(amounts, dict)
+        else amounts
+        for section, amounts in resources.items()
+    }
+
+
 def _restricted(container: dict[str, Any], run_as_user: int) -> None:
     container["securityContext"] = {
         **(container.get("securityContext") or {}),
@@ -138,7 +148,6 @@ def build_job(
     env["KUBENAS_CHECKPOINT_DIR"] = (
         f"{spec.trial.checkpoint_dir.rstrip('/')}/{experiment.name}/{record.name}"
     )
-    env["KUBENAS_TERMINATION_MESSAGE_PATH"] = TERMINATION_LOG
     env["KUBENAS_REPORT"] = "stdout"
     if settings.pushgateway_url:
         env["KUBENAS_PUSHGATEWAY_URL"] = settings.pushgateway_url
@@ -160,7 +169,7 @@ def build_job(
         }
     )
     if spec.trial.resources is not None:
-        trainer["resources"] = copy.deepcopy(spec.trial.resources)
+        trainer["resources"] = _quantities(spec.trial.resources)
     for container in containers:
         _restricted(container, settings.run_as_user)
 
