@@ -30,6 +30,41 @@ def _operator(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _get(args: argparse.Namespace) -> int:
+    from kubenas.k8s.client import load_kube_config
+    from kubenas.k8s.views import NotFound, fetch, render
+
+    load_kube_config()
+    try:
+        experiment, trials = fetch(args.namespace, args.name)
+    except NotFound as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    print(render(experiment, trials))
+    return EXIT_OK
+
+
+def _best(args: argparse.Namespace) -> int:
+    from kubenas.k8s.client import load_kube_config
+    from kubenas.k8s.views import NotFound, best_architecture, fetch
+
+    load_kube_config()
+    try:
+        experiment, _ = fetch(args.namespace, args.name)
+    except NotFound as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    best = best_architecture(experiment)
+    if best is None:
+        print(f"{args.name}: no trial has finished yet", file=sys.stderr)
+        return EXIT_FAILED
+    if args.output == "json":
+        print(json.dumps(best, indent=2, sort_keys=True))
+    else:
+        print(f"{best['name']}: {json.dumps(best['architecture'], sort_keys=True)}")
+    return EXIT_OK
+
+
 def _validate(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
     print(f"{args.experiment}: valid NASExperiment {experiment.name!r}")
@@ -110,6 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(operator)
     operator.set_defaults(func=_operator)
+
+    get = sub.add_parser("get", help="an experiment on the cluster and its trials")
+    get.add_argument("name")
+    get.add_argument("-n", "--namespace", default="default")
+    get.set_defaults(func=_get)
+
+    best = sub.add_parser("best", help="the best architecture of an experiment on the cluster")
+    best.add_argument("name")
+    best.add_argument("-n", "--namespace", default="default")
+    best.add_argument("-o", "--output", choices=("json", "text"), default="text")
+    best.set_defaults(func=_best)
 
     validate = sub.add_parser("validate", help="check an experiment file")
     validate.add_argument("experiment")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -134,8 +136,10 @@ def test_killed_operator_loses_and_duplicates_nothing(
         time.sleep(rng.uniform(0.0, 2.0))
         operator.start()
     done = wait_until(lambda: finished(k8s, namespace, "survivor"), 300, "the experiment to finish")
-    states = {t["metadata"]["name"]: (t["status"]["state"], t["status"].get("message"))
-              for t in trials(k8s, namespace)}
+    states = {
+        t["metadata"]["name"]: (t["status"]["state"], t["status"].get("message"))
+        for t in trials(k8s, namespace)
+    }
     assert condition(done, "Succeeded")["status"] == "True", (done["status"], states)  # type: ignore[index]
     names = sorted(t["metadata"]["name"] for t in trials(k8s, namespace))
     assert names == [f"survivor-{i:04d}" for i in range(12)]
@@ -144,6 +148,36 @@ def test_killed_operator_loses_and_duplicates_nothing(
     assert sorted(ledger) == names
     assert all(epochs == [1, 2, 3] for epochs in ledger.values()), "each trial trained exactly once"
     assert done["status"]["trials"]["done"] == 12 and operator.starts == 4
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", "get", "survivor", "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "Succeeded" in shown and "12 done of 12" in shown and "survivor-0011" in shown
+    best = json.loads(
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kubenas.cli",
+                "best",
+                "survivor",
+                "-n",
+                namespace,
+                "-o",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+    )
+    assert best["name"] == done["status"]["bestTrial"]["name"]
+    assert set(best["architecture"]) == {"quality", "width"}
 
 
 class _Proxy:

@@ -1,0 +1,76 @@
+"""``kubenas get`` and ``kubenas best``: an experiment and its trials as a person reads them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client
+
+from kubenas.k8s.client import Api
+from kubenas.k8s.settings import EXPERIMENTS, GROUP, LABEL_EXPERIMENT, TRIALS, VERSION
+
+
+class NotFound(Exception):
+    pass
+
+
+def fetch(namespace: str, name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    api = Api()
+    try:
+        experiment = api.get_experiment(namespace, name)
+        if experiment is None:
+            raise NotFound(f"nasexperiment {namespace}/{name} not found")
+        listed = client.CustomObjectsApi(api.api_client).list_namespaced_custom_object(
+            GROUP, VERSION, namespace, TRIALS, label_selector=f"{LABEL_EXPERIMENT}={name}"
+        )
+        return experiment, sorted(listed["items"], key=lambda t: t["spec"]["index"])
+    finally:
+        api.close()
+
+
+def _state(experiment: dict[str, Any]) -> str:
+    for condition in (experiment.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return str(condition.get("reason") or "Unknown")
+    return "Pending"
+
+
+def render(experiment: dict[str, Any], trials: list[dict[str, Any]]) -> str:
+    spec, status = experiment["spec"], experiment.get("status") or {}
+    metric = (spec.get("objective") or {}).get("metric", "val_accuracy")
+    strategy = (spec.get("strategy") or {}).get("name", "random")
+    counts = status.get("trials") or {}
+    lines = [
+        f"NASExperiment {experiment['metadata']['namespace']}/{experiment['metadata']['name']}"
+        f"  ({EXPERIMENTS}.{GROUP})",
+        f"  state      {_state(experiment)}  {status.get('finishReason') or ''}".rstrip(),
+        f"  search     {spec['searchSpace']['family']} with {strategy}",
+        f"  trials     {counts.get('done', 0)} done of {spec['budget']['maxTrials']}"
+        f" (running {counts.get('running', 0)}, succeeded {counts.get('succeeded', 0)},"
+        f" failed {counts.get('failed', 0)}, stopped {counts.get('stopped', 0)})",
+    ]
+    best = status.get("bestTrial")
+    if best:
+        lines.append(f"  best       {best['name']}  {metric} {best.get('objective')}")
+        lines.append(f"             {json.dumps(best.get('architecture'), sort_keys=True)}")
+    for condition in status.get("conditions") or []:
+        if condition.get("status") == "False" and condition.get("type") == "MetricsAvailable":
+            lines.append(f"  warning    {condition.get('message')}")
+    lines.append("")
+    lines.append(f"  {'TRIAL':<28}{'STATE':<11}{'FIDELITY':>9}{metric:>16}  REASON")
+    for trial in trials:
+        t_status = trial.get("status") or {}
+        value = (t_status.get("metrics") or {}).get(metric)
+        lines.append(
+            f"  {trial['metadata']['name']:<28}{t_status.get('state', 'Pending'):<11}"
+            f"{t_status.get('fidelity') or trial['spec'].get('fidelity') or '-'!s:>9}"
+            f"{(f'{value:.4f}' if isinstance(value, int | float) else '-'):>16}"
+            f"  {t_status.get('reason') or ''}"
+        )
+    return "\n".join(lines)
+
+
+def best_architecture(experiment: dict[str, Any]) -> dict[str, Any] | None:
+    best = (experiment.get("status") or {}).get("bestTrial")
+    return dict(best) if best else None
