@@ -3,6 +3,7 @@ as Jobs, the best architecture lands in the status; kills, outages and deletion 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -211,10 +212,8 @@ class _Proxy:
             pass
         finally:
             for s in (a, b):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def stop(self) -> None:
         self.server.close()
