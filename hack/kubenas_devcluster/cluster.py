@@ -52,8 +52,9 @@ class Cluster:
     @classmethod
     def start(cls, state_dir: Path, gpus: int = 2, nodes: int = 1,
               operator_metrics_port: int | None = None, bin_dir: Path | None = None,
-              timeout: float = 90.0) -> Cluster:
-        """Start every component on free loopback ports; return once a pod can be scheduled."""
+              timeout: float = 90.0, audit_log: Path | None = None) -> Cluster:
+        """Start every component on free loopback ports; return once a pod can be scheduled.
+        ``audit_log``: where the API server writes its audit log (none by default)."""
         bin_dir = bin_dir or binaries.bin_dir()
         missing = binaries.missing_binaries(bin_dir) + binaries.missing_debian_commands()
         if missing:
@@ -62,7 +63,8 @@ class Cluster:
         state_dir = state_dir.resolve()
         _clear_state(state_dir)
         try:
-            return _start(state_dir, bin_dir, gpus, nodes, operator_metrics_port, timeout)
+            return _start(state_dir, bin_dir, gpus, nodes, operator_metrics_port, timeout,
+                          audit_log)
         except BaseException:
             stop(state_dir)
             raise
@@ -123,7 +125,8 @@ def _clear_state(state_dir: Path) -> None:
 
 
 def _start(state_dir: Path, bin_dir: Path, gpus: int, nodes: int,
-           operator_metrics_port: int | None, timeout: float) -> Cluster:
+           operator_metrics_port: int | None, timeout: float,
+           audit_log: Path | None) -> Cluster:
     deadline = time.monotonic() + timeout
     pki = write_pki(state_dir / "pki")
     ports = {name: procs.free_port() for name in (
@@ -146,8 +149,12 @@ def _start(state_dir: Path, bin_dir: Path, gpus: int, nodes: int,
         state_dir / "prometheus", ports["prometheus"], pushgateway,
         f"127.0.0.1:{ports['operator']}"), state_dir)
     procs.wait_until_ready("etcd", f"http://127.0.0.1:{ports['etcd']}/health", etcd, left())
+    audit = None
+    if audit_log is not None:
+        audit = (state_dir / "audit-policy.yaml", audit_log)
+        audit[0].write_text(controlplane.AUDIT_POLICY)
     apiserver = procs.spawn("kube-apiserver", controlplane.apiserver_argv(
-        bin_dir, pki, ports["apiserver"], ports["etcd"]), state_dir)
+        bin_dir, pki, ports["apiserver"], ports["etcd"], audit), state_dir)
     tls = ssl.create_default_context(cafile=str(pki.ca_cert))
     procs.wait_until_ready("kube-apiserver", f"{server}/readyz", apiserver, left(), tls)
     procs.spawn("kube-controller-manager",

@@ -23,9 +23,21 @@ def etcd_argv(bin_dir: Path, data_dir: Path, client_port: int, peer_port: int) -
     ]
 
 
-def apiserver_argv(bin_dir: Path, pki: Pki, port: int, etcd_port: int) -> list[str]:
+# Metadata of every answered request (who, verb, resource, response code): enough for a test
+# to measure which permissions a ServiceAccount really uses.
+AUDIT_POLICY = ("apiVersion: audit.k8s.io/v1\nkind: Policy\n"
+                "omitStages: [RequestReceived]\nrules:\n  - level: Metadata\n")
+
+
+def apiserver_argv(bin_dir: Path, pki: Pki, port: int, etcd_port: int,
+                   audit: tuple[Path, Path] | None = None) -> list[str]:
+    """``audit``: (policy file, log file) to write an audit log as JSON lines."""
     # --advertise-address and --endpoint-reconciler-type=none: these machines have no default
     # route, and nothing can reach a Service IP anyway.
+    audit_flags = [] if audit is None else [
+        f"--audit-policy-file={audit[0]}", f"--audit-log-path={audit[1]}",
+        "--audit-log-format=json",
+    ]
     return [
         str(bin_dir / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
@@ -37,7 +49,7 @@ def apiserver_argv(bin_dir: Path, pki: Pki, port: int, etcd_port: int) -> list[s
         f"--service-account-key-file={pki.sa_public_key}",
         f"--service-account-signing-key-file={pki.sa_private_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--authorization-mode=RBAC", "--profiling=false",
+        "--authorization-mode=RBAC", "--profiling=false", *audit_flags,
     ]
 
 
