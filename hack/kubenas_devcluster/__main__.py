@@ -35,8 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         binaries.ensure_prerequisites()
     elif args.command == "up":
         started = time.monotonic()
-        running = cluster.Cluster.start(args.state_dir, gpus=args.gpus, nodes=args.nodes,
-                                        operator_metrics_port=args.operator_metrics_port)
+        try:
+            running = cluster.Cluster.start(args.state_dir, gpus=args.gpus, nodes=args.nodes,
+                                            operator_metrics_port=args.operator_metrics_port)
+        except cluster.BinariesMissing as error:
+            print(error, file=sys.stderr)
+            return 2
         print(f"dev cluster up in {time.monotonic() - started:.1f} s: API {running.server}, "
               f"nodes {', '.join(running.nodes)} ({args.gpus} GPUs each), "
               f"Prometheus {running.prometheus_url}, Pushgateway {running.pushgateway_url}")

@@ -33,6 +33,9 @@ class ApiClient:
         self.server = credentials.server.rstrip("/")
         self.ca_pem = credentials.ca_file.read_bytes()
         self._session = requests.Session()
+        # Not the environment's CA bundle (REQUESTS_CA_BUNDLE would override ``verify``) nor
+        # its proxies: this client only ever talks to our API server on loopback.
+        self._session.trust_env = False
         self._session.verify = str(credentials.ca_file)
         self._session.cert = (str(credentials.cert_file), str(credentials.key_file))
 

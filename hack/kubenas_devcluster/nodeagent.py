@@ -100,6 +100,7 @@ class NodeAgent:
         }}}
         self._retry(lambda: self._create_or_keep("/api/v1/nodes", body))
         self._retry(lambda: self._patch_node_status(node))
+        self._retry(lambda: self._renew_lease(node.name))
         log.info("registered node %s with GPUs %s", node.name, list(node.gpu_indices))
 
     def _create_or_keep(self, path: str, body: Json) -> None:

@@ -101,8 +101,9 @@ def test_scheduler_runs_at_most_two_one_gpu_jobs_on_two_gpus(
 
 
 def sleeper_pod(name: str, pid_file: Path) -> dict[str, Any]:
-    """A pod whose shell and its child ``sleep`` write their PIDs, then wait for long."""
-    script = f"sleep 300 & echo $! > {pid_file}.tmp; echo $$ >> {pid_file}.tmp; " \
+    """A pod whose shell and its child ``sleep`` write their PIDs, then wait for long.
+    (``$$$$``: Kubernetes expands ``$$`` in a command to ``$``.)"""
+    script = f"sleep 300 & echo $! > {pid_file}.tmp; echo $$$$ >> {pid_file}.tmp; " \
              f"mv {pid_file}.tmp {pid_file}; wait"
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
         "restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
