@@ -30,6 +30,7 @@ def _events(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_resumed_training_equals_one_straight_run(
     tmp_path: Path, small_architectures: dict[str, dict[str, Any]]
 ) -> None:
@@ -111,6 +112,7 @@ def test_bad_architecture_fails_fast_with_a_clear_message(tmp_path: Path) -> Non
     assert json.loads(termination.read_text())["event"] == "error"
 
 
+@pytest.mark.slow
 def test_unknown_block_fails_with_a_clear_message() -> None:
     arch = {"stem_channels": 8, "stages": [{"width": 8, "blocks": ["transformer"]}]}
     result = _trainer("--family", "chain", "--architecture", json.dumps(arch), "--dataset",
