@@ -70,6 +70,7 @@ def missing_debian_commands() -> list[str]:
 
 def ensure_prerequisites() -> None:
     """Build what is missing or stale and install the Debian packages, timing each step."""
+    started = time.monotonic()
     directory = bin_dir()
     directory.mkdir(parents=True, exist_ok=True)
     print(f"kubenas_devcluster: binaries in {directory}", flush=True)
@@ -88,9 +89,11 @@ def ensure_prerequisites() -> None:
         _timed(f"apt-get install {' '.join(packages)}", lambda: _apt_install(packages))
     else:
         print("  prometheus, prometheus-pushgateway: installed", flush=True)
-    still_missing = missing_binaries(directory) + missing_debian_commands()
-    if still_missing:
-        raise RuntimeError(f"still missing or wrong version after build: {still_missing}")
+    if missing or packages:
+        still_missing = missing_binaries(directory) + missing_debian_commands()
+        if still_missing:
+            raise RuntimeError(f"still missing or wrong version after build: {still_missing}")
+    print(f"prerequisites ready in {time.monotonic() - started:.1f} s", flush=True)
 
 
 BINARIES_BY_NAME = {b.name: b for b in BINARIES}
