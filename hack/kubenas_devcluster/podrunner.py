@@ -155,7 +155,7 @@ class PodRunner:
                 for container in self._containers:
                     self._resolve(container, kubeconfig)
                 return True
-            except (ContainerConfigError, ApiError) as error:
+            except (ContainerConfigError, ApiError, OSError) as error:
                 if str(error) != reported:
                     reported = str(error)
                     for container in self._containers:

@@ -20,7 +20,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         running = Cluster.start(tmp_path_factory.mktemp("cluster"), gpus=2)
     except BinariesMissing as error:
-        pytest.fail(str(error), pytrace=False)
+        missing = str(error)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)
     try:
         with pytest.MonkeyPatch.context() as patch:
             for key, value in running.env().items():
