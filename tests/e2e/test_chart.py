@@ -1,0 +1,426 @@
+"""The Helm chart against the real dev cluster: lint, schema, a server-side dry run, then an
+install whose operator (the chart's Deployment, run with the chart ServiceAccount's token) runs
+experiments; RBAC measured from the API server's audit log; every dashboard query answered by
+Prometheus; the Argo CD health check judged by lua5.1; and an uninstall that keeps only the
+CRDs and the users' experiments."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubenas_devcluster import BinariesMissing, Cluster, binaries
+
+from .operator_harness import REPO, wait_until
+
+pytestmark = pytest.mark.e2e
+
+CHART = REPO / "charts" / "kubenas"
+DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
+HEALTH_LUA = CHART / "argocd" / "health.lua"
+CONTRACT_TRAINER = Path(__file__).parent / "contract_trainer.py"
+RELEASE = "kubenas"
+RELEASE_NS = "kubenas-system"
+WATCHED_NS = "nas-team"
+SERVICE_ACCOUNT = f"system:serviceaccount:{RELEASE_NS}:{RELEASE}"
+
+
+@pytest.fixture(scope="module")
+def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("audit") / "audit.log"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, audit_log: Path) -> Iterator[Cluster]:
+    """This module's own dev cluster, with the API server's audit log on (the session cluster
+    has none), so least privilege is measured rather than guessed."""
+    try:
+        running = Cluster.start(tmp_path_factory.mktemp("chart-cluster"), gpus=2,
+                                audit_log=audit_log)
+    except BinariesMissing as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _run(cluster: Cluster | None, *argv: str, stdin: str | None = None,
+         check: bool = True) -> subprocess.CompletedProcess[str]:
+    """kubectl or helm from the dev cluster's build, with the cluster's credentials."""
+    env = {**os.environ, **(cluster.env() if cluster else {})}
+    done = subprocess.run([str(binaries.bin_dir() / argv[0]), *argv[1:]], capture_output=True,
+                          text=True, input=stdin, env=env, timeout=180)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
+    return done
+
+
+def _template(*args: str) -> str:
+    return _run(None, "helm", "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+                "--kube-version", "1.36", *args).stdout
+
+
+# --- static: lint and schema (helm only, no cluster) -------------------------------------------
+
+@pytest.mark.parametrize("values", [
+    [],
+    ["--set", f"watchNamespaces={{{WATCHED_NS},other}}", "--set", "serviceMonitor.enabled=true",
+     "--set", "podMonitor.enabled=true", "--set", "pushgateway.bundled.enabled=true",
+     "--set", "prometheus.url=http://prometheus.monitoring.svc:9090"],
+], ids=["defaults", "everything-on"])
+def test_helm_lint_is_clean(values: list[str]) -> None:
+    linted = _run(None, "helm", "lint", "--strict", str(CHART), *values)
+    assert "[WARNING]" not in linted.stdout and "[ERROR]" not in linted.stdout, linted.stdout
+
+
+@pytest.mark.parametrize(("setting", "named", "why"), [
+    ("operator.metricsPort=70000", "/operator/metricsPort", "maximum"),
+    ("image.pullPolicy=Sometimes", "/image/pullPolicy", "must be one of"),
+    ("prometheus.url=prometheus:9090", "/prometheus/url", "does not match pattern"),
+    ("watchNamespaces={Team_A}", "/watchNamespaces/0", "does not match pattern"),
+    ("operator.podSecurityContext.runAsUser=0", "/operator/podSecurityContext/runAsUser",
+     "minimum"),
+    ("operator.securityContext.allowPrivilegeEscalation=true",
+     "/operator/securityContext/allowPrivilegeEscalation", "must be false"),
+    ("crds.install=yes", "/crds/install", "want boolean"),
+    ("operatr.verbose=true", "'operatr' not allowed", "additional properties"),
+    ("grafana.dashboards.label=", "/grafana/dashboards/label", "minLength"),
+    ("serviceMonitor.interval=soon", "/serviceMonitor/interval", "does not match pattern"),
+])
+def test_schema_refuses_bad_values(setting: str, named: str, why: str) -> None:
+    done = _run(None, "helm", "template", RELEASE, str(CHART), "--kube-version", "1.36",
+                "--set", setting, check=False)
+    assert done.returncode != 0, f"{setting} was accepted"
+    assert named in done.stderr and why in done.stderr, done.stderr
+
+
+# --- the cluster --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("values", [
+    [], ["--set", f"watchNamespaces={{{WATCHED_NS}}}", "--set", "pushgateway.bundled.enabled=true"],
+], ids=["cluster-wide", "namespaced"])
+def test_rendered_chart_passes_server_side_dry_run(cluster: Cluster, values: list[str]) -> None:
+    for namespace in (RELEASE_NS, WATCHED_NS):
+        _run(cluster, "kubectl", "create", "namespace", namespace, check=False)
+    applied = _run(cluster, "kubectl", "apply", "--dry-run=server", "-f", "-",
+                   stdin=_template(*values))
+    assert "deployment.apps/kubenas created (server dry run)" in applied.stdout, applied.stdout
+
+
+def _experiment(name: str, workdir: Path, **spec: Any) -> dict[str, Any]:
+    """A quick search with the contract trainer (seconds per trial), as test_operator's."""
+    doc: dict[str, Any] = {
+        "apiVersion": "kubenas.io/v1alpha1",
+        "kind": "NASExperiment",
+        "metadata": {"name": name, "namespace": WATCHED_NS},
+        "spec": {
+            "searchSpace": {"family": "custom", "parameters": [
+                {"name": "quality", "type": "int", "low": 1, "high": 9},
+                {"name": "width", "type": "categorical", "choices": [8, 16, 32]},
+            ]},
+            "strategy": {"name": "random"},
+            "seed": 5,
+            "budget": {"maxTrials": 4, "parallelTrials": 2},
+            "fidelity": {"max": 3},
+            "trial": {
+                "dataset": "none:",
+                "command": ["python", str(CONTRACT_TRAINER)],
+                "checkpointDir": str(workdir / name),
+                "timeoutSeconds": 120,
+                "env": [{"name": "EPOCH_SECONDS", "value": "1"}],
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+            },
+        },
+    }
+    doc["spec"].update(spec)
+    return doc
+
+
+@dataclass
+class Installed:
+    """What the install-and-run fixture saw, for the tests that judge it."""
+
+    cluster: Cluster
+    started: float
+    finished: float
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _get(cluster: Cluster, kind: str, name: str, namespace: str = WATCHED_NS) -> dict[str, Any]:
+    out = _run(cluster, "kubectl", "get", "-n", namespace, kind, name, "-o", "json").stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def _condition(obj: dict[str, Any], kind: str) -> str | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c["type"] == kind:
+            return str(c["status"])
+    return None
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """helm install (namespaced mode), then a succeeding and a failing experiment."""
+    workdir = tmp_path_factory.mktemp("chart-run")
+    for namespace in (RELEASE_NS, WATCHED_NS):
+        _run(cluster, "kubectl", "create", "namespace", namespace, check=False)
+    _run(cluster, "helm", "install", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+         "--wait", "--timeout", "120s",
+         "--set-json", 'operator.command=["python","-m","kubenas.cli"]',
+         "--set", f"operator.metricsPort={cluster.operator_metrics_port}",
+         "--set", f"prometheus.url={cluster.prometheus_url}",
+         "--set", f"pushgateway.url={cluster.pushgateway_url}",
+         "--set", f"watchNamespaces={{{WATCHED_NS}}}")
+    healthz = f"http://127.0.0.1:{cluster.operator_metrics_port}/healthz"
+    wait_until(lambda: _reachable(healthz), 60, "the chart's operator to serve /healthz")
+    pods = json.loads(_run(cluster, "kubectl", "get", "pods", "-n", RELEASE_NS, "-l",
+                           "app.kubernetes.io/component=operator", "-o", "json").stdout)["items"]
+    assert [p["spec"]["serviceAccountName"] for p in pods] == [RELEASE]
+
+    started = time.time()
+    manifests = [_experiment("quick", workdir),
+                 _experiment("hostnet", workdir, trial={
+                     **_experiment("x", workdir)["spec"]["trial"],
+                     "podTemplate": {"spec": {"hostNetwork": True}}})]
+    _run(cluster, "kubectl", "apply", "-f", "-",
+         stdin=yaml.safe_dump_all(manifests))
+    seen = Installed(cluster, started, 0.0)
+    seen.snapshots["running"] = wait_until(
+        lambda: (obj := _get(cluster, "nasx", "quick")) and _condition(obj, "Reconciling") == "True"
+        and obj, 60, "the experiment to be running")
+    _run(cluster, "kubectl", "wait", "-n", WATCHED_NS, "--for=condition=Succeeded", "nasx/quick",
+         "--timeout=150s")
+    _run(cluster, "kubectl", "wait", "-n", WATCHED_NS, "--for=condition=Failed", "nasx/hostnet",
+         "--timeout=60s")
+    seen.finished = time.time()
+    seen.snapshots["succeeded"] = _get(cluster, "nasx", "quick")
+    seen.snapshots["failed"] = _get(cluster, "nasx", "hostnet")
+    print(_run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS).stdout)
+    return seen
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def test_experiment_succeeds_under_the_charts_operator(installed: Installed) -> None:
+    quick = installed.snapshots["succeeded"]
+    assert quick["status"]["trials"]["succeeded"] == 4
+    assert quick["status"]["bestTrial"]["objective"] > 0
+    hostnet = installed.snapshots["failed"]
+    reasons = {c["type"]: c["reason"] for c in hostnet["status"]["conditions"]}
+    assert reasons["Failed"] == "PodTemplateNotAllowed"
+
+
+# --- dashboards ---------------------------------------------------------------------------------
+
+_VARIABLES = {
+    "$namespace": WATCHED_NS,
+    "$experiment": "quick",
+    "$metric": "val_accuracy",
+    "$__rate_interval": "30s",
+    "$__interval": "15s",
+}
+_LABEL_VALUES = re.compile(r"^label_values\((.*),\s*([A-Za-z_]\w*)\)$", re.S)
+
+
+def _dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every query variable."""
+    found: list[tuple[str, str]] = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets") or []:
+            found.append((f"panel {panel['title']!r} {target['refId']}", target["expr"]))
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]["query"]
+            match = _LABEL_VALUES.match(query)
+            assert match, f"variable {variable['name']}: unexpected query {query}"
+            found.append((f"variable ${variable['name']}",
+                          f"count by ({match.group(2)}) ({match.group(1)})"))
+    return found
+
+
+def _promql(expr: str) -> str:
+    for name in sorted(_VARIABLES, key=len, reverse=True):
+        expr = expr.replace(name, _VARIABLES[name])
+    assert "$" not in expr, f"unsubstituted variable in {expr}"
+    return expr
+
+
+def _finite_samples(prometheus: str, expr: str, at: float) -> int:
+    query = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+    with urllib.request.urlopen(f"{prometheus}/api/v1/query?{query}", timeout=10) as answer:
+        body = json.load(answer)
+    assert body["status"] == "success", body
+    result = body["data"]["result"]
+    values = [float(s["value"][1]) for s in result] if body["data"]["resultType"] == "vector" \
+        else [float(result[1])] if result else []
+    return sum(math.isfinite(v) for v in values)
+
+
+def test_every_dashboard_query_returns_data(installed: Installed) -> None:
+    """Evaluated now, else at instants back through the run: trial series leave the
+    Pushgateway once recorded, and Grafana draws them over a range that includes the run."""
+    prometheus = installed.cluster.prometheus_url
+    instants = [time.time()]
+    at = installed.finished
+    while at > installed.started:
+        instants.append(at)
+        at -= 2.0
+    empty: list[str] = []
+    checked = 0
+    for path in DASHBOARDS:
+        for where, expr in _dashboard_queries(json.loads(path.read_text())):
+            promql = _promql(expr)
+            checked += 1
+            if not any(_finite_samples(prometheus, promql, t) for t in instants):
+                empty.append(f"{path.name} {where}: {promql}")
+    print(f"{checked} dashboard queries evaluated against {prometheus}")
+    assert checked >= 15 and not empty, "\n".join(empty)
+
+
+# --- Argo CD health check -----------------------------------------------------------------------
+
+def _lua(value: Any) -> str:
+    """A Lua 5.1 literal of a JSON value (lua5.1 has no JSON library; Argo CD hands its
+    scripts the object as such a table)."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + "".join(
+            ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else
+            "".join(f"\\{b:03d}" for b in ch.encode()) for ch in value) + '"'
+    if isinstance(value, list):
+        return "{" + ", ".join(_lua(v) for v in value) + "}"
+    return "{" + ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in value.items()) + "}"
+
+
+def _argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
+    script = (f"obj = {_lua(obj)}\nlocal hs = (function()\n{HEALTH_LUA.read_text()}\nend)()\n"
+              'io.write(hs.status, "\\n", hs.message)\n')
+    done = subprocess.run(["lua5.1", "-"], input=script, capture_output=True, text=True,
+                          timeout=10, check=True)
+    status, message = done.stdout.split("\n", 1)
+    return status, message
+
+
+@pytest.mark.parametrize(("state", "health"), [
+    ("running", "Progressing"), ("succeeded", "Healthy"), ("failed", "Degraded"),
+])
+def test_argocd_health_check(installed: Installed, state: str, health: str) -> None:
+    if shutil.which("lua5.1") is None:
+        pytest.fail("lua5.1 is missing: apt-get install lua5.1", pytrace=False)
+    status, message = _argocd_health(installed.snapshots[state])
+    print(f"{state}: {status} ({message})")
+    assert status == health
+    if health == "Degraded":
+        assert "PodTemplateNotAllowed" in message and "hostNetwork" in message
+
+
+# --- least privilege, measured ------------------------------------------------------------------
+
+# Grants a clean run does not exercise, each with the path that needs it.
+RECOVERY_ONLY = {
+    ("kubenas.io", "nastrials", "get"):
+        "read back a trial an interrupted pass already created (409 on create)",
+}
+
+def _granted(manifest: str) -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) of every rule bound to the chart's ServiceAccount."""
+    grants: set[tuple[str, str, str]] = set()
+    for doc in yaml.safe_load_all(manifest):
+        if doc and doc["kind"] in ("Role", "ClusterRole"):
+            for rule in doc["rules"]:
+                grants |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"]
+                           for v in rule["verbs"]}
+    return grants
+
+
+def _audited(audit_log: Path) -> tuple[Counter[tuple[str, str, str]], list[str]]:
+    """Calls of the chart's ServiceAccount by (apiGroup, resource, verb), and its refusals."""
+    calls: Counter[tuple[str, str, str]] = Counter()
+    forbidden: list[str] = []
+    seen: set[str] = set()
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if event["user"]["username"] != SERVICE_ACCOUNT or event["auditID"] in seen:
+            continue
+        seen.add(event["auditID"])
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", event["requestURI"])
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        key = (ref.get("apiGroup", ""), resource, event["verb"])
+        calls[key] += 1
+        if (event.get("responseStatus") or {}).get("code") == 403:
+            forbidden.append(f"{event['verb']} {event['requestURI']}")
+    return calls, forbidden
+
+
+def test_rbac_grants_exactly_what_the_operator_uses(installed: Installed, audit_log: Path) -> None:
+    manifest = _run(installed.cluster, "helm", "get", "manifest", RELEASE, "-n",
+                    RELEASE_NS).stdout
+    granted = _granted(manifest)
+    calls, forbidden = _audited(audit_log)
+    rows = sorted(granted | {k for k in calls if not k[1].startswith("/")})
+    print(f"\n{'apiGroup':<22}{'resource':<26}{'verb':<8}{'granted':<9}calls")
+    for group, resource, verb in rows:
+        granted_mark = "yes" if (group, resource, verb) in granted else "NO"
+        print(f"{group or 'core':<22}{resource:<26}{verb:<8}{granted_mark:<9}"
+              f"{calls[(group, resource, verb)]}")
+    assert not forbidden, f"the operator was refused: {forbidden}"
+    unused = {g for g in granted if calls[g] == 0}
+    for grant in sorted(unused & RECOVERY_ONLY.keys()):
+        print(f"unused in this run by design: {grant}: {RECOVERY_ONLY[grant]}")
+    assert not unused - RECOVERY_ONLY.keys(), f"granted but never used: {sorted(unused)}"
+
+
+# --- uninstall ----------------------------------------------------------------------------------
+
+_CHART_KINDS = ("deployments,replicasets,pods,services,serviceaccounts,configmaps,"
+                "networkpolicies,roles,rolebindings")
+
+
+def test_uninstall_leaves_only_crds_and_experiments(installed: Installed) -> None:
+    cluster = installed.cluster
+    _run(cluster, "helm", "uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout", "120s")
+    selector = f"app.kubernetes.io/instance={RELEASE}"
+
+    def leftovers() -> list[str]:
+        names = _run(cluster, "kubectl", "get", _CHART_KINDS, "-A", "-l", selector, "-o",
+                     "name").stdout.split()
+        names += _run(cluster, "kubectl", "get", "clusterroles,clusterrolebindings", "-l",
+                      selector, "-o", "name").stdout.split()
+        return names
+
+    wait_until(lambda: not leftovers(), 60, "the release's objects to go")
+    crds = _run(cluster, "kubectl", "get", "crd", "-l", selector, "-o", "name").stdout.split()
+    assert sorted(crds) == [f"customresourcedefinition.apiextensions.k8s.io/{name}.kubenas.io"
+                            for name in ("nasexperiments", "nastrials")]
+    kept = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout.split()
+    assert sorted(kept) == ["nasexperiment.kubenas.io/hostnet", "nasexperiment.kubenas.io/quick"]
+    assert _run(cluster, "kubectl", "get", "nast", "-n", WATCHED_NS, "-o", "name").stdout.split()
