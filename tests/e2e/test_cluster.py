@@ -94,10 +94,11 @@ def test_scheduler_runs_at_most_two_one_gpu_jobs_on_two_gpus(
 
     assert 1 <= most_running <= 2
     runs = [json.loads(terminated(job_pod(core, namespace, name)).message) for name in names]
-    for i, first in enumerate(runs):
-        for second in runs[i + 1:]:
-            if first["start"] < second["end"] and second["start"] < first["end"]:
-                assert first["gpus"] != second["gpus"], (first, second)
+    overlapping = [(first, second) for i, first in enumerate(runs) for second in runs[i + 1:]
+                   if first["start"] < second["end"] and second["start"] < first["end"]]
+    assert overlapping, runs
+    for first, second in overlapping:
+        assert first["gpus"] != second["gpus"], (first, second)
 
 
 def sleeper_pod(name: str, pid_file: Path) -> dict[str, Any]:
@@ -218,6 +219,7 @@ def test_cli_up_and_down(tmp_path: Path) -> None:
         assert shown.stdout.split() == ["3", "True"], shown.stdout + shown.stderr
         pids = running_pids(state_dir)
         assert len(pids) == 7
+        assert Cluster.load(state_dir).kubeconfig == state_dir / "admin.kubeconfig"
     finally:
         cli("down")
     assert not [pid for pid in pids if alive(pid)]
