@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1.7
+# Two images from one source tree:
+#   docker build --target operator -t kubenas-operator:0.1.0 .   # the controller, no torch
+#   docker build --target trainer  -t kubenas-trainer:0.1.0 .    # the built-in trainer, torch+CUDA
+# Each installs into a virtual environment in a build stage and copies only that environment
+# into a slim runtime stage; both run as the numeric non-root user 65532 (the chart's and the
+# operator's default runAsUser), so runAsNonRoot can verify it without a passwd entry.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS source
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+COPY trainer/ trainer/
+
+# --- operator ---------------------------------------------------------------------------------
+FROM source AS operator-build
+RUN python -m venv /opt/kubenas \
+ && /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check . \
+ && ! /opt/kubenas/bin/python -c "import torch" 2>/dev/null
+
+FROM ${PYTHON_IMAGE} AS operator
+COPY --from=operator-build /opt/kubenas /opt/kubenas
+ENV PATH=/opt/kubenas/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["kubenas"]
+CMD ["operator"]
+
+# --- trainer ----------------------------------------------------------------------------------
+FROM source AS trainer-build
+# PyPI's Linux x86_64 torch wheels bring their CUDA runtime (nvidia-* wheels); point this at
+# https://download.pytorch.org/whl/cu124 (or cpu) to pin another build.
+ARG TORCH_INDEX_URL=https://pypi.org/simple
+RUN python -m venv /opt/kubenas \
+ && /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check \
+      --extra-index-url "${TORCH_INDEX_URL}" ".[trainer]"
+
+FROM ${PYTHON_IMAGE} AS trainer
+COPY --from=trainer-build /opt/kubenas /opt/kubenas
+# HOME for caches (datasets, torch) that a read-only root filesystem would refuse elsewhere.
+ENV PATH=/opt/kubenas/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/tmp \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+WORKDIR /tmp
+USER 65532:65532
+# The operator runs trials as `python -m kubenas_trainer` (the experiment's trial.command).
+ENTRYPOINT ["python", "-m", "kubenas_trainer"]
