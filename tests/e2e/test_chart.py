@@ -110,6 +110,73 @@ def test_schema_refuses_bad_values(setting: str, named: str, why: str) -> None:
     assert named in done.stderr and why in done.stderr, done.stderr
 
 
+def _rendered(*args: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(_template(*args)) if d]
+
+
+def _of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_rendered_crds_are_the_repositorys_with_keep_policy() -> None:
+    crds = {d["metadata"]["name"]: d for d in _of_kind(_rendered(), "CustomResourceDefinition")}
+    for path in (REPO / "crds").glob("*.yaml"):
+        source = yaml.safe_load(path.read_text())
+        shipped = crds.pop(source["metadata"]["name"])
+        assert shipped["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert {**shipped, "metadata": source["metadata"]} == source
+    assert not crds
+    unkept = _of_kind(_rendered("--set", "crds.keep=false"), "CustomResourceDefinition")
+    assert unkept and all("annotations" not in d["metadata"] for d in unkept)
+    assert not _of_kind(_rendered("--set", "crds.install=false"), "CustomResourceDefinition")
+
+
+def test_operator_deployment_is_single_restricted_and_probed() -> None:
+    (deployment,) = _of_kind(_rendered(), "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["command"] == ["kubenas"] and container["args"][0] == "operator"
+
+
+def test_listed_namespaces_get_roles_and_flags_instead_of_a_cluster_role() -> None:
+    docs = _rendered("--set", "watchNamespaces={team-a,team-b}",
+                     "--set", "pushgateway.bundled.enabled=true")
+    roles = _of_kind(docs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in _of_kind(docs, "RoleBinding")) == [
+        "team-a", "team-b"]
+    cluster_rules = [rule for role in _of_kind(docs, "ClusterRole") for rule in role["rules"]]
+    assert {r for rule in cluster_rules for r in rule["resources"]} == {
+        "customresourcedefinitions", "namespaces"}
+    (deployment,) = [d for d in _of_kind(docs, "Deployment")
+                     if d["metadata"]["name"] == RELEASE]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert f"--pushgateway-url=http://{RELEASE}-pushgateway.{RELEASE_NS}.svc:9091" in args
+
+
+def test_dashboards_ship_in_labelled_config_maps() -> None:
+    maps = _of_kind(_rendered("--set", "grafana.dashboards.label=dashboards",
+                              "--set", "grafana.dashboards.labelValue=kubenas"), "ConfigMap")
+    assert len(maps) == len(DASHBOARDS)
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["dashboards"] == "kubenas"
+        (content,) = config_map["data"].values()
+        assert json.loads(content)["templating"]["list"][0]["name"] == "datasource"
+    default = _of_kind(_rendered(), "ConfigMap")
+    assert all(m["metadata"]["labels"]["grafana_dashboard"] == "1" for m in default)
+
+
 # --- the cluster --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("values", [
