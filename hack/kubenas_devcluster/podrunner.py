@@ -57,6 +57,11 @@ class _Container:
     next_start: float = 0.0
     done: bool = False
 
+    @property
+    def exit_code(self) -> int | None:
+        finished = self.status.state.get("terminated")
+        return None if finished is None else int(finished["exitCode"])
+
 
 class PodRunner:
     """Owns one pod's processes from binding until the pod is deleted or the agent stops."""
@@ -72,6 +77,7 @@ class PodRunner:
         self._restart_policy: str = pod["spec"].get("restartPolicy", "Always")
         self._conditions = Conditions()
         self._start_time = now()
+        self._init: list[_Container] = []
         self._containers: list[_Container] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -113,33 +119,47 @@ class PodRunner:
     def _run_pod(self) -> None:
         spec = self._pod["spec"]
         self._dir.mkdir(parents=True, exist_ok=True)
-        self._containers = [
-            _Container(c, ContainerState(c["name"], c.get("image", "")), [])
-            for c in spec["containers"]
-        ]
+        self._init = [_Container(c, ContainerState(c["name"], c.get("image", ""), init=True), [])
+                      for c in spec.get("initContainers") or []]
+        self._containers = [_Container(c, ContainerState(c["name"], c.get("image", "")), [])
+                            for c in spec["containers"]]
+        if self._init:
+            for container in self._containers:
+                container.status.state = {"waiting": {"reason": "PodInitializing"}}
         self._report("Pending")
         if not self._wait_for_gpus() or not self._prepare():
             return
         while not self._stop.is_set():
-            changed = self._step()
-            if all(c.done for c in self._containers):
-                failed = any(c.status.state["terminated"]["exitCode"] != 0
-                             for c in self._containers)
-                self._report("Failed" if failed else "Succeeded", final=True)
-                return
+            waiting_init = [c for c in self._init if not c.done]
+            if waiting_init:
+                # Init containers run one at a time, in order; a failed one fails the pod.
+                changed, phase = self._step(waiting_init[:1]), "Pending"
+                if waiting_init[0].done and waiting_init[0].exit_code != 0:
+                    self._report("Failed", final=True)
+                    return
+            else:
+                changed, phase = self._step(self._containers), "Running"
+                if all(c.done for c in self._containers):
+                    failed = any(c.exit_code != 0 for c in self._containers)
+                    self._report("Failed" if failed else "Succeeded", final=True)
+                    return
             if changed:
-                self._report("Running")
+                self._report(phase)
             self._stop.wait(0.2)
         with self._lock:
             grace = self._grace
         self._kill_all(grace)
 
     def _wait_for_gpus(self) -> bool:
-        """Take the pod's GPU indices and split them among its containers, in order."""
+        """Take the pod's GPU indices and split them among its containers, in order; an init
+        container reuses the first ones (the pod needs the larger of the two demands)."""
         wanted = [_gpu_count(c.spec) for c in self._containers]
+        init_wanted = [_gpu_count(c.spec) for c in self._init]
         while not self._stop.is_set():
-            indices = self._node.gpus.allocate(self.uid, sum(wanted))
+            indices = self._node.gpus.allocate(self.uid, max([sum(wanted), *init_wanted]))
             if indices is not None:
+                for init, count in zip(self._init, init_wanted, strict=True):
+                    init.gpu_indices = indices[:count]
                 for container, count in zip(self._containers, wanted, strict=True):
                     container.gpu_indices, indices = indices[:count], indices[count:]
                 return True
@@ -152,13 +172,13 @@ class PodRunner:
         while not self._stop.is_set():
             try:
                 kubeconfig = self._service_account_kubeconfig()
-                for container in self._containers:
+                for container in [*self._init, *self._containers]:
                     self._resolve(container, kubeconfig)
                 return True
             except (ContainerConfigError, ApiError, OSError) as error:
                 if str(error) != reported:
                     reported = str(error)
-                    for container in self._containers:
+                    for container in [*self._init, *self._containers]:
                         container.status.state = {"waiting": {
                             "reason": "CreateContainerConfigError", "message": reported}}
                     self._report("Pending")
@@ -167,6 +187,10 @@ class PodRunner:
 
     def _resolve(self, container: _Container, kubeconfig: Path | None) -> None:
         spec = container.spec
+        if spec.get("restartPolicy") == "Always":
+            raise ContainerConfigError(
+                f"init container {spec['name']}: sidecars (restartPolicy: Always) are not "
+                "supported by the dev cluster")
         declared = declared_env(self._node.api, self._pod, spec)
         argv = [expand(part, declared)
                 for part in [*(spec.get("command") or []), *(spec.get("args") or [])]]
@@ -211,10 +235,10 @@ class PodRunner:
                                answer["status"]["token"], meta["namespace"])
         return path
 
-    def _step(self) -> bool:
+    def _step(self, containers: list[_Container]) -> bool:
         """Start due containers and collect exited ones; True when the status changed."""
         changed = False
-        for container in self._containers:
+        for container in containers:
             if container.done:
                 continue
             if container.process is None:
@@ -259,9 +283,11 @@ class PodRunner:
         self._after_exit(container, exit_code)
 
     def _after_exit(self, container: _Container, exit_code: int) -> None:
-        """Restart per ``restartPolicy`` with the kubelet's doubling back-off, or mark done."""
+        """Restart per ``restartPolicy`` with the kubelet's doubling back-off, or mark done.
+        An init container that succeeded is done whatever the policy."""
         policy = self._restart_policy
-        if policy == "Always" or (policy == "OnFailure" and exit_code != 0):
+        always = policy == "Always" and not container.status.init
+        if always or (exit_code != 0 and policy != "Never"):
             container.status.last_state = container.status.state
             container.status.restart_count += 1
             backoff = min(2.0 ** (container.status.restart_count - 1), 30.0)
@@ -288,7 +314,7 @@ class PodRunner:
 
     def _kill_all(self, grace: float) -> None:
         """SIGTERM every running container's group, SIGKILL what is left after ``grace``."""
-        running = [c for c in self._containers if c.process is not None]
+        running = [c for c in [*self._init, *self._containers] if c.process is not None]
         for container in running:
             assert container.process is not None
             _kill_group(container.process.pid, signal.SIGTERM)
@@ -306,6 +332,7 @@ class PodRunner:
     def _report(self, phase: str, final: bool = False) -> None:
         """Patch the pod's status; a final status is retried, since Jobs wait on it."""
         status = pod_status(phase, self._start_time, self._conditions,
+                            [c.status for c in self._init],
                             [c.status for c in self._containers], self.uid)
         for _ in range(20 if final else 1):
             try:

@@ -22,6 +22,7 @@ class ContainerState:
 
     name: str
     image: str
+    init: bool = False
     restart_count: int = 0
     state: Json = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
     last_state: Json = field(default_factory=dict)
@@ -30,13 +31,23 @@ class ContainerState:
     def running(self) -> bool:
         return "running" in self.state
 
+    @property
+    def succeeded(self) -> bool:
+        finished: Json = self.state.get("terminated", {})
+        return finished.get("exitCode") == 0
+
+    @property
+    def ready(self) -> bool:
+        """Running, or for an init container: completed successfully."""
+        return self.succeeded if self.init else self.running
+
     def to_api(self, pod_uid: str) -> Json:
         return {
             "name": self.name,
             "image": self.image,
             "imageID": self.image,
             "containerID": f"kubenas://{pod_uid}-{self.name}-{self.restart_count}",
-            "ready": self.running,
+            "ready": self.ready,
             "started": self.running,
             "restartCount": self.restart_count,
             "state": self.state,
@@ -80,13 +91,15 @@ class Conditions:
 
 
 def pod_status(phase: str, start_time: str, conditions: Conditions,
-               containers: list[ContainerState], pod_uid: str) -> Json:
+               init_containers: list[ContainerState], containers: list[ContainerState],
+               pod_uid: str) -> Json:
     """The whole ``status`` (lists complete, as a JSON merge patch replaces lists)."""
     all_running = bool(containers) and all(c.running for c in containers)
     done = phase in ("Succeeded", "Failed")
+    initialized = all(c.succeeded for c in init_containers)
     conditions.set("PodScheduled", True)
     conditions.set("PodReadyToStartContainers", not done)
-    conditions.set("Initialized", True)
+    conditions.set("Initialized", initialized, "" if initialized else "ContainersNotInitialized")
     conditions.set("ContainersReady", all_running, "" if all_running else _not_ready(phase))
     conditions.set("Ready", all_running, "" if all_running else _not_ready(phase))
     return {
@@ -97,6 +110,7 @@ def pod_status(phase: str, start_time: str, conditions: Conditions,
         "podIPs": [{"ip": LOOPBACK}],
         "startTime": start_time,
         "conditions": conditions.to_api(),
+        "initContainerStatuses": [c.to_api(pod_uid) for c in init_containers],
         "containerStatuses": [c.to_api(pod_uid) for c in containers],
     }
 

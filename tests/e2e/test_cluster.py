@@ -77,6 +77,23 @@ def test_gpu_job_reports_its_termination_message(k8s: client.ApiClient, namespac
     assert json.loads(finished.message)["gpus"] in ("0", "1")
 
 
+def test_init_containers_run_to_completion_first(k8s: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_pod(namespace, {"metadata": {"name": "init"}, "spec": {
+        "restartPolicy": "Never",
+        "initContainers": [{"name": "prepare", "image": "busybox",
+                            "command": ["sh", "-c", "sleep 1; echo prepared > greeting"]}],
+        "containers": [{"name": "main", "image": "busybox", "command": [
+            "sh", "-c", "cat greeting > $KUBENAS_TERMINATION_MESSAGE_PATH"]}],
+    }})
+    pod = wait_for(lambda: _finished(core.read_namespaced_pod("init", namespace)), timeout=30,
+                   what="pod init")
+
+    assert pod.status.phase == "Succeeded"
+    assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
+    assert terminated(pod).message.strip() == "prepared"
+
+
 def test_scheduler_runs_at_most_two_one_gpu_jobs_on_two_gpus(
         k8s: client.ApiClient, namespace: str) -> None:
     batch, core = client.BatchV1Api(k8s), client.CoreV1Api(k8s)
