@@ -82,3 +82,11 @@ def test_dashboard_metrics_exist() -> None:
                     used |= set(re.findall(r"\b(kubenas_\w+)", node[key]))
     stripped = {re.sub(r"_(bucket|count|sum)$", "", m) for m in used}
     assert stripped <= known, f"unknown metrics: {sorted(stripped - known)}"
+
+
+def test_operate_doc_shows_the_health_check_as_shipped() -> None:
+    doc = (REPO / "docs" / "operate.md").read_text()
+    block = doc.split("resource.customizations.health.kubenas.io_NASExperiment: |\n", 1)[1]
+    shown = block.split("```", 1)[0]
+    lua = (CHART / "argocd" / "health.lua").read_text()
+    assert shown.replace("\n    ", "\n").strip() == lua.strip()
