@@ -247,13 +247,16 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     workdir = tmp_path_factory.mktemp("chart-run")
     for namespace in (RELEASE_NS, WATCHED_NS):
         _run(cluster, "kubectl", "create", "namespace", namespace, check=False)
-    _run(cluster, "helm", "install", RELEASE, str(CHART), "--namespace", RELEASE_NS,
+    notes = _run(cluster, "helm", "install", RELEASE, str(CHART), "--namespace", RELEASE_NS,
          "--wait", "--timeout", "120s",
          "--set-json", 'operator.command=["python","-m","kubenas.cli"]',
          "--set", f"operator.metricsPort={cluster.operator_metrics_port}",
          "--set", f"prometheus.url={cluster.prometheus_url}",
          "--set", f"pushgateway.url={cluster.pushgateway_url}",
-         "--set", f"watchNamespaces={{{WATCHED_NS}}}")
+         "--set", f"watchNamespaces={{{WATCHED_NS}}}").stdout
+    assert "kubectl wait --for=condition=Succeeded nasx/digits-cell" in notes, notes
+    assert f"watches NASExperiments in these namespaces: {WATCHED_NS}" in notes, notes
+    assert "WARNING" not in notes, notes
     healthz = f"http://127.0.0.1:{cluster.operator_metrics_port}/healthz"
     wait_until(lambda: _reachable(healthz), 60, "the chart's operator to serve /healthz")
     pods = json.loads(_run(cluster, "kubectl", "get", "pods", "-n", RELEASE_NS, "-l",
@@ -276,6 +279,8 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     _run(cluster, "kubectl", "wait", "-n", WATCHED_NS, "--for=condition=Failed", "nasx/hostnet",
          "--timeout=60s")
     seen.finished = time.time()
+    seen.snapshots["unobserved"] = {k: v for k, v in seen.snapshots["running"].items()
+                                    if k != "status"}
     seen.snapshots["succeeded"] = _get(cluster, "nasx", "quick")
     seen.snapshots["failed"] = _get(cluster, "nasx", "hostnet")
     print(_run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS).stdout)
@@ -396,7 +401,8 @@ def _argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize(("state", "health"), [
-    ("running", "Progressing"), ("succeeded", "Healthy"), ("failed", "Degraded"),
+    ("unobserved", "Progressing"), ("running", "Progressing"), ("succeeded", "Healthy"),
+    ("failed", "Degraded"),
 ])
 def test_argocd_health_check(installed: Installed, state: str, health: str) -> None:
     if shutil.which("lua5.1") is None:
