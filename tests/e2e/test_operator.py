@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,15 @@ from kubernetes import client
 
 from kubenas_devcluster import Cluster
 
-from .operator_harness import (
+from .operator_harness import (  # noqa: F401 - fixtures are used by name
     REPO,
     OperatorProcess,
     condition,
+    crds,
     experiment,
     finished,
     kubectl,
+    start_operator,
     trials,
     wait_until,
 )
@@ -36,41 +38,6 @@ from .operator_harness import (
 pytestmark = pytest.mark.e2e
 
 CONTRACT_TRAINER = Path(__file__).parent / "contract_trainer.py"
-
-
-@pytest.fixture(scope="module")
-def crds(cluster: Cluster) -> None:
-    kubectl(cluster.bin_dir, "apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl(
-        cluster.bin_dir,
-        "wait",
-        "--for=condition=Established",
-        "crd/nasexperiments.kubenas.io",
-        "crd/nastrials.kubenas.io",
-        "--timeout=60s",
-    )
-
-
-@pytest.fixture
-def start_operator(
-    cluster: Cluster, crds: None, tmp_path: Path
-) -> Iterator[Callable[..., OperatorProcess]]:
-    started: list[OperatorProcess] = []
-
-    def start(namespace: str, prometheus_url: str | None = None) -> OperatorProcess:
-        operator = OperatorProcess(
-            namespace,
-            tmp_path / f"operator-{len(started)}.log",
-            prometheus_url or cluster.prometheus_url,
-            cluster.pushgateway_url,
-        )
-        operator.start()
-        started.append(operator)
-        return operator
-
-    yield start
-    for operator in started:
-        operator.stop()
 
 
 def _quick_experiment(name: str, tmp_path: Path, **spec: Any) -> dict[str, Any]:

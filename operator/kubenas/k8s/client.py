@@ -3,6 +3,7 @@ creating what already exists and deleting what is already gone both count as don
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -17,6 +18,12 @@ def load_kube_config() -> None:
         config.load_incluster_config()
     except config.ConfigException:
         config.load_kube_config()
+
+
+def _items(response: Any) -> list[dict[str, Any]]:
+    """Items of a raw list response: plain dicts, skipping the client's typed models, which cost
+    more than the API call itself on a busy operator."""
+    return cast(list[dict[str, Any]], json.loads(response.data)["items"])
 
 
 class Api:
@@ -58,16 +65,19 @@ class Api:
         listed = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
         return [self.api_client.sanitize_for_serialization(p) for p in listed.items]
 
-    def create_trial(self, trial: dict[str, Any]) -> bool:
-        """False when it already existed (a decision applied twice)."""
+    def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]:
+        """The stored trial, whether created now or by an earlier pass (a decision applied twice)."""
+        namespace, name = trial["metadata"]["namespace"], trial["metadata"]["name"]
         try:
-            self.custom.create_namespaced_custom_object(
-                GROUP, VERSION, trial["metadata"]["namespace"], TRIALS, trial
+            return cast(
+                dict[str, Any],
+                self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, namespace, TRIALS, trial
+                ),
             )
-            return True
         except ApiException as exc:
             if exc.status == 409:
-                return False
+                return self.get_trial(namespace, name)
             raise
 
     def get_trial(self, namespace: str, name: str) -> dict[str, Any]:
@@ -78,7 +88,9 @@ class Api:
 
     def create_job(self, job: dict[str, Any]) -> bool:
         try:
-            self.batch.create_namespaced_job(job["metadata"]["namespace"], job)
+            self.batch.create_namespaced_job(
+                job["metadata"]["namespace"], job, _preload_content=False
+            ).release_conn()
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -87,7 +99,9 @@ class Api:
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            self.batch.delete_namespaced_job(
+                name, namespace, propagation_policy="Background", _preload_content=False
+            ).release_conn()
         except ApiException as exc:
             if exc.status != 404:
                 raise

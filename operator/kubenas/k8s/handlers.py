@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -29,6 +30,7 @@ from kubenas.k8s.settings import (
 )
 
 RUNNING_POLL_SECONDS = 3.0
+RECONCILE_THREADS = 64
 ERROR_BACKOFF_SECONDS = 2.0
 
 _settings = OperatorSettings()
@@ -74,6 +76,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     )
     settings.persistence.finalizer = "kubenas.io/cleanup"
     memo.metrics_server = await _serve_metrics(_settings.metrics_port)
+    # Each experiment's passes run in a worker thread; asyncio's default pool (cores + 4) would
+    # queue ten concurrent experiments behind each other.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=RECONCILE_THREADS)
+    )
 
 
 @kopf.on.cleanup()

@@ -270,8 +270,7 @@ class ExperimentReconciler:
         for start in decisions.start:
             trial_obj = build_trial(body, experiment, start)
             name = trial_obj["metadata"]["name"]
-            self.api.create_trial(trial_obj)
-            created = self.api.get_trial(self.namespace, name)
+            created = self.api.create_trial(trial_obj)
             record = to_record(name, TrialSpec.model_validate(created["spec"]), None)
             self._launch(experiment, created, record)
             records[name] = record
@@ -336,7 +335,8 @@ class ExperimentReconciler:
             decisions,
             metrics_problem=self.metrics_problem,
         )
-        self.api.patch_experiment_status(self.namespace, self.name, status)
+        if any(previous.get(key) != value for key, value in status.items()):
+            self.api.patch_experiment_status(self.namespace, self.name, status)
         self._announce(experiment, previous, status, decisions, outcome)
         operator_metrics.observe_experiment(self.namespace, experiment, records.values(), decisions)
         outcome.finished = decisions.finished
