@@ -3,15 +3,15 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEVCLUSTER = PYTHONPATH=hack $(PYTHON) -m kubenas_devcluster
 
-.PHONY: install demo test test-unit lint cluster-binaries cluster-prereqs cluster-up cluster-down bench-nb201
+.PHONY: install demo test test-unit lint system-packages cluster-binaries cluster-prereqs cluster-up cluster-down bench-nb201
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,trainer]'
 
 demo: install
-	kubenas run examples/digits-cell.yaml --out runs/demo
+	$(PYTHON) -m kubenas.cli run examples/digits-cell.yaml --out runs/demo
 
-test: install cluster-binaries
+test: install cluster-binaries system-packages
 	$(PYTHON) -m pytest
 
 test-unit: install
@@ -20,6 +20,10 @@ test-unit: install
 lint: install
 	ruff check operator trainer hack tests
 	mypy operator/kubenas trainer/kubenas_trainer
+
+# Debian packages some tests run for real: lua5.1 is the Lua dialect Argo CD embeds.
+system-packages:
+	@command -v lua5.1 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.1; }
 
 cluster-binaries cluster-prereqs:
 	$(DEVCLUSTER) prereqs
@@ -31,4 +35,4 @@ cluster-down:
 	$(DEVCLUSTER) down
 
 bench-nb201: install
-	kubenas bench nb201 --data ../shared/benchmarks/nb201 --queries 100 --seeds 100
+	$(PYTHON) -m kubenas.cli bench nb201 --data ../shared/benchmarks/nb201 --queries 100 --seeds 100
