@@ -112,10 +112,11 @@ def test_bad_architecture_fails_fast_with_a_clear_message(tmp_path: Path) -> Non
     assert json.loads(termination.read_text())["event"] == "error"
 
 
-@pytest.mark.slow
-def test_unknown_block_fails_with_a_clear_message() -> None:
+def test_unknown_block_fails_with_a_clear_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from kubenas_trainer.__main__ import main
+
     arch = {"stem_channels": 8, "stages": [{"width": 8, "blocks": ["transformer"]}]}
-    result = _trainer("--family", "chain", "--architecture", json.dumps(arch), "--dataset",
-                      "digits", "--epochs", "1", "--report", "", env={})
-    assert result.returncode == 2
-    assert "unknown chain block 'transformer'" in result.stderr
+    status = main(["--family", "chain", "--architecture", json.dumps(arch), "--dataset", "digits",
+                   "--epochs", "1", "--report", ""])
+    assert status == 2
+    assert "unknown chain block 'transformer'" in capsys.readouterr().err

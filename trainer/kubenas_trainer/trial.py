@@ -39,7 +39,8 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
 
     checkpoint: Path | None = None
     train_seconds = 0.0
-    val_loss, val_accuracy = float("nan"), float("nan")
+    if trainer.epoch >= config.epochs:  # the checkpoint already has the epochs asked for
+        val_loss, val_accuracy = trainer.evaluate(val)
     while trainer.epoch < config.epochs:
         started = time.perf_counter()
         metrics = trainer.train_epoch()
@@ -50,11 +51,8 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
             checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
         reporter.epoch(trainer.epoch, {**metrics, "val_loss": val_loss,
                                        "val_accuracy": val_accuracy, "epoch_seconds": seconds})
-
-    if train_seconds == 0.0:  # the checkpoint already has the epochs asked for: evaluate it
-        val_loss, val_accuracy = trainer.evaluate(val)
-        if config.checkpoint_dir is not None:
-            checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
+    if config.checkpoint_dir is not None and checkpoint is None:
+        checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
     test_loss, test_accuracy = trainer.evaluate(test)
     return reporter.final({
         "val_accuracy": val_accuracy, "val_loss": val_loss,
