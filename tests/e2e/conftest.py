@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client, config
@@ -11,6 +12,8 @@ from kubernetes.client.rest import ApiException
 
 from kubenas_devcluster import BinariesMissing, Cluster
 from kubenas_devcluster.testing import wait_for
+
+from .operator_harness import REPO, OperatorProcess, kubectl
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +54,11 @@ def make_namespace(k8s: client.ApiClient) -> Iterator[Callable[[], str]]:
         name = f"e2e-{uuid.uuid4().hex[:8]}"
         core.create_namespace({"metadata": {"name": name}})
         created.append(name)
-        wait_for(lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
-                 timeout=30, what=f"default ServiceAccount in {name}")
+        wait_for(
+            lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
+            timeout=30,
+            what=f"default ServiceAccount in {name}",
+        )
         return name
 
     yield create
@@ -78,3 +84,37 @@ def _exists(read: Callable[[], object]) -> bool:
         raise
     return True
 
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    kubectl(cluster.bin_dir, "apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl(
+        cluster.bin_dir,
+        "wait",
+        "--for=condition=Established",
+        "crd/nasexperiments.kubenas.io",
+        "crd/nastrials.kubenas.io",
+        "--timeout=60s",
+    )
+
+
+@pytest.fixture
+def start_operator(
+    cluster: Cluster, crds: None, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(namespace: str, prometheus_url: str | None = None) -> OperatorProcess:
+        operator = OperatorProcess(
+            namespace,
+            tmp_path / f"operator-{len(started)}.log",
+            prometheus_url or cluster.prometheus_url,
+            cluster.pushgateway_url,
+        )
+        operator.start()
+        started.append(operator)
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()

@@ -9,14 +9,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
-
-from kubenas_devcluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,38 +131,3 @@ def finished(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]
         if c and c["status"] == "True":
             return obj
     return None
-
-
-@pytest.fixture(scope="session")
-def crds(cluster: Cluster) -> None:
-    kubectl(cluster.bin_dir, "apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl(
-        cluster.bin_dir,
-        "wait",
-        "--for=condition=Established",
-        "crd/nasexperiments.kubenas.io",
-        "crd/nastrials.kubenas.io",
-        "--timeout=60s",
-    )
-
-
-@pytest.fixture
-def start_operator(
-    cluster: Cluster, crds: None, tmp_path: Path
-) -> Iterator[Callable[..., OperatorProcess]]:
-    started: list[OperatorProcess] = []
-
-    def start(namespace: str, prometheus_url: str | None = None) -> OperatorProcess:
-        operator = OperatorProcess(
-            namespace,
-            tmp_path / f"operator-{len(started)}.log",
-            prometheus_url or cluster.prometheus_url,
-            cluster.pushgateway_url,
-        )
-        operator.start()
-        started.append(operator)
-        return operator
-
-    yield start
-    for operator in started:
-        operator.stop()

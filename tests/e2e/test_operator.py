@@ -22,15 +22,13 @@ from kubernetes import client
 
 from kubenas_devcluster import Cluster
 
-from .operator_harness import (  # noqa: F401 - fixtures are used by name
+from .operator_harness import (
     REPO,
     OperatorProcess,
     condition,
-    crds,
     experiment,
     finished,
     kubectl,
-    start_operator,
     trials,
     wait_until,
 )

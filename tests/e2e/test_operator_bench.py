@@ -12,7 +12,7 @@ from kubernetes import client
 from kubenas.bench.operator import run
 from kubenas_devcluster import Cluster
 
-from .operator_harness import OperatorProcess, crds, start_operator  # noqa: F401
+from .operator_harness import OperatorProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -38,8 +38,9 @@ def test_completion_to_next_job_latency_and_throughput(
     passes = _sample(scraped, "kubenas_reconcile_duration_seconds_count")
     seconds = _sample(scraped, "kubenas_reconcile_duration_seconds_sum")
     print(f"\noperator: {passes:.0f} reconcile passes, mean {seconds / passes * 1000:.0f} ms")
+    per_experiment = figures.trials // figures.experiments
     print(
-        f"\noperator bench: {figures.experiments} experiments x {figures.trials // figures.experiments} "
+        f"\noperator bench: {figures.experiments} experiments x {per_experiment} "
         f"instant trials: completion -> next Job median {figures.median * 1000:.0f} ms, "
         f"p95 {figures.p95 * 1000:.0f} ms over {len(figures.latencies)} hand-overs; "
         f"{figures.trials_per_minute:.0f} trials/min in {figures.seconds:.1f} s"

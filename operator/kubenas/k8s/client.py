@@ -61,12 +61,18 @@ class Api:
         )
         return [self.api_client.sanitize_for_serialization(j) for j in listed.items]
 
+    def list_experiment_pods(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
+        response = self.core.list_namespaced_pod(
+            namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}", _preload_content=False
+        )
+        return _items(response)
+
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         listed = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
         return [self.api_client.sanitize_for_serialization(p) for p in listed.items]
 
     def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]:
-        """The stored trial, whether created now or by an earlier pass (a decision applied twice)."""
+        """The stored trial, created now or by an earlier pass (a decision applied twice)."""
         namespace, name = trial["metadata"]["namespace"], trial["metadata"]["name"]
         try:
             return cast(

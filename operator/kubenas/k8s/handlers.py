@@ -146,7 +146,11 @@ def job_changed(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -
 
 @kopf.on.delete(GROUP, VERSION, EXPERIMENTS)
 def experiment_deleted(*, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> None:
-    """Trials, Jobs and pods go by owner references; Pushgateway groups are ours to remove."""
+    """Trials, Jobs and pods go by owner references; Pushgateway groups are ours to remove.
+
+    A trainer still running would push its group back after we delete it, so the experiment's
+    Jobs are deleted first and the handler retries until their pods are gone.
+    """
     assert namespace is not None
     _wakeups.pop((namespace, name), None)
     metric = (spec.get("objective") or {}).get("metric", "val_accuracy")
@@ -155,9 +159,13 @@ def experiment_deleted(*, namespace: str | None, name: str, spec: kopf.Spec, **_
         return
     api = Api()
     try:
+        for job in api.list_jobs(namespace, name):
+            api.delete_job(namespace, job["metadata"]["name"])
         for trial in api.list_trials(namespace, name):
             metrics_source.delete_push_group(
                 _settings.pushgateway_url, namespace, name, trial["metadata"]["name"]
             )
+        if api.list_experiment_pods(namespace, name):
+            raise kopf.TemporaryError("waiting for trial pods to stop", delay=2)
     finally:
         api.close()
