@@ -27,3 +27,11 @@ def find_idx(directory: Path, stem: str) -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"{directory} has neither {stem} nor {stem}.gz")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Encode unsigned bytes as IDX (gzipped when the name ends in .gz), MNIST's own layout."""
+    data = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, data.ndim]) + np.asarray(data.shape, ">i4").tobytes()
+    raw = header + data.tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
