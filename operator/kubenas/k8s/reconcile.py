@@ -29,7 +29,7 @@ from kubenas.k8s.manifests import (
     job_name,
 )
 from kubenas.k8s.settings import LABEL_TRIAL, OperatorSettings
-from kubenas.k8s.status import experiment_status
+from kubenas.k8s.status import experiment_status, failed_to_run_status
 
 log = logging.getLogger("kubenas.operator")
 
@@ -360,22 +360,7 @@ class ExperimentReconciler:
     def _fail_experiment(
         self, previous: dict[str, Any], generation: int, reason: str, message: str, outcome: Outcome
     ) -> None:
-        from kubenas.k8s.status import conditions, now_rfc3339
-
-        status = {
-            "observedGeneration": generation,
-            "conditions": conditions(
-                previous.get("conditions") or [],
-                generation,
-                finished=True,
-                succeeded=False,
-                reason=reason,
-                message=message,
-                metrics_problem=self.metrics_problem,
-            ),
-            "completionTime": previous.get("completionTime") or now_rfc3339(),
-            "finishReason": reason,
-        }
+        status = failed_to_run_status(previous, generation, reason, message, self.metrics_problem)
         self.api.patch_experiment_status(self.namespace, self.name, status)
         outcome.events.append(("Warning", reason, message[:1000]))
         outcome.finished = True

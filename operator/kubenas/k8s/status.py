@@ -118,15 +118,13 @@ def experiment_status(
     records: Sequence[TrialRecord],
     decisions: Decisions,
     *,
-    failed_to_run: tuple[str, str] | None = None,
     metrics_problem: str | None = None,
 ) -> dict[str, Any]:
-    """The whole status subresource; ``failed_to_run`` = (reason, message) for a spec that
-    passed the schema but cannot run."""
+    """The whole status subresource of an experiment that runs or has run."""
     counts = {state: sum(r.state == state for r in records) for state in TrialState}
-    finished = decisions.finished or failed_to_run is not None
-    succeeded = decisions.succeeded and failed_to_run is None
-    reason, message = failed_to_run or (str(decisions.reason or "Running"), decisions.message)
+    finished = decisions.finished
+    succeeded = decisions.succeeded
+    reason, message = str(decisions.reason or "Running"), decisions.message
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conditions(
@@ -157,3 +155,27 @@ def experiment_status(
         "finishReason": reason if finished else None,
     }
     return status
+
+
+def failed_to_run_status(
+    previous: dict[str, Any],
+    generation: int,
+    reason: str,
+    message: str,
+    metrics_problem: str | None,
+) -> dict[str, Any]:
+    """Status of a spec that passed the schema but cannot run: Failed with the reason, at once."""
+    return {
+        "observedGeneration": generation,
+        "conditions": conditions(
+            previous.get("conditions") or [],
+            generation,
+            finished=True,
+            succeeded=False,
+            reason=reason,
+            message=message,
+            metrics_problem=metrics_problem,
+        ),
+        "completionTime": previous.get("completionTime") or now_rfc3339(),
+        "finishReason": reason,
+    }
