@@ -80,14 +80,14 @@ class OperatorProcess:
 
 
 def kubectl(
-    bin_dir: Path, *args: str, check: bool = True, stdin: str | None = None
+    bin_dir: Path, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(bin_dir / "kubectl"), *args],
         capture_output=True,
         text=True,
         check=check,
-        timeout=120,
+        timeout=timeout,
         input=stdin,
         env=os.environ.copy(),
     )

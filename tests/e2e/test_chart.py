@@ -50,8 +50,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, audit_log: Path) -> Iterat
     """This module's own dev cluster, with the API server's audit log on (the session cluster
     has none), so least privilege is measured rather than guessed."""
     try:
-        running = Cluster.start(tmp_path_factory.mktemp("chart-cluster"), gpus=2,
-                                audit_log=audit_log)
+        running = Cluster.start(
+            tmp_path_factory.mktemp("chart-cluster"), gpus=2, audit_log=audit_log
+        )
     except BinariesMissing as error:
         pytest.fail(str(error), pytrace=False)
     try:
@@ -60,52 +61,102 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, audit_log: Path) -> Iterat
         running.stop()
 
 
-def _run(cluster: Cluster | None, *argv: str, stdin: str | None = None,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(
+    cluster: Cluster | None, *argv: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """kubectl or helm from the dev cluster's build, with the cluster's credentials."""
     env = {**os.environ, **(cluster.env() if cluster else {})}
-    done = subprocess.run([str(binaries.bin_dir() / argv[0]), *argv[1:]], capture_output=True,
-                          text=True, input=stdin, env=env, timeout=180)
+    done = subprocess.run(
+        [str(binaries.bin_dir() / argv[0]), *argv[1:]],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env=env,
+        timeout=180,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr}")
     return done
 
 
 def _template(*args: str) -> str:
-    return _run(None, "helm", "template", RELEASE, str(CHART), "--namespace", RELEASE_NS,
-                "--kube-version", "1.36", *args).stdout
+    return _run(
+        None,
+        "helm",
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        RELEASE_NS,
+        "--kube-version",
+        "1.36",
+        *args,
+    ).stdout
 
 
 # --- static: lint and schema (helm only, no cluster) -------------------------------------------
 
-@pytest.mark.parametrize("values", [
-    [],
-    ["--set", f"watchNamespaces={{{WATCHED_NS},other}}", "--set", "serviceMonitor.enabled=true",
-     "--set", "podMonitor.enabled=true", "--set", "pushgateway.bundled.enabled=true",
-     "--set", "prometheus.url=http://prometheus.monitoring.svc:9090"],
-], ids=["defaults", "everything-on"])
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [
+            "--set",
+            f"watchNamespaces={{{WATCHED_NS},other}}",
+            "--set",
+            "serviceMonitor.enabled=true",
+            "--set",
+            "podMonitor.enabled=true",
+            "--set",
+            "pushgateway.bundled.enabled=true",
+            "--set",
+            "prometheus.url=http://prometheus.monitoring.svc:9090",
+        ],
+    ],
+    ids=["defaults", "everything-on"],
+)
 def test_helm_lint_is_clean(values: list[str]) -> None:
     linted = _run(None, "helm", "lint", "--strict", str(CHART), *values)
     assert "[WARNING]" not in linted.stdout and "[ERROR]" not in linted.stdout, linted.stdout
 
 
-@pytest.mark.parametrize(("setting", "named", "why"), [
-    ("operator.metricsPort=70000", "/operator/metricsPort", "maximum"),
-    ("image.pullPolicy=Sometimes", "/image/pullPolicy", "must be one of"),
-    ("prometheus.url=prometheus:9090", "/prometheus/url", "does not match pattern"),
-    ("watchNamespaces={Team_A}", "/watchNamespaces/0", "does not match pattern"),
-    ("operator.podSecurityContext.runAsUser=0", "/operator/podSecurityContext/runAsUser",
-     "minimum"),
-    ("operator.securityContext.allowPrivilegeEscalation=true",
-     "/operator/securityContext/allowPrivilegeEscalation", "must be false"),
-    ("crds.install=yes", "/crds/install", "want boolean"),
-    ("operatr.verbose=true", "'operatr' not allowed", "additional properties"),
-    ("grafana.dashboards.label=", "/grafana/dashboards/label", "minLength"),
-    ("serviceMonitor.interval=soon", "/serviceMonitor/interval", "does not match pattern"),
-])
+@pytest.mark.parametrize(
+    ("setting", "named", "why"),
+    [
+        ("operator.metricsPort=70000", "/operator/metricsPort", "maximum"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy", "must be one of"),
+        ("prometheus.url=prometheus:9090", "/prometheus/url", "does not match pattern"),
+        ("watchNamespaces={Team_A}", "/watchNamespaces/0", "does not match pattern"),
+        (
+            "operator.podSecurityContext.runAsUser=0",
+            "/operator/podSecurityContext/runAsUser",
+            "minimum",
+        ),
+        (
+            "operator.securityContext.allowPrivilegeEscalation=true",
+            "/operator/securityContext/allowPrivilegeEscalation",
+            "must be false",
+        ),
+        ("crds.install=yes", "/crds/install", "want boolean"),
+        ("operatr.verbose=true", "'operatr' not allowed", "additional properties"),
+        ("grafana.dashboards.label=", "/grafana/dashboards/label", "minLength"),
+        ("serviceMonitor.interval=soon", "/serviceMonitor/interval", "does not match pattern"),
+    ],
+)
 def test_schema_refuses_bad_values(setting: str, named: str, why: str) -> None:
-    done = _run(None, "helm", "template", RELEASE, str(CHART), "--kube-version", "1.36",
-                "--set", setting, check=False)
+    done = _run(
+        None,
+        "helm",
+        "template",
+        RELEASE,
+        str(CHART),
+        "--kube-version",
+        "1.36",
+        "--set",
+        setting,
+        check=False,
+    )
     assert done.returncode != 0, f"{setting} was accepted"
     assert named in done.stderr and why in done.stderr, done.stderr
 
@@ -149,25 +200,36 @@ def test_operator_deployment_is_single_restricted_and_probed() -> None:
 
 
 def test_listed_namespaces_get_roles_and_flags_instead_of_a_cluster_role() -> None:
-    docs = _rendered("--set", "watchNamespaces={team-a,team-b}",
-                     "--set", "pushgateway.bundled.enabled=true")
+    docs = _rendered(
+        "--set", "watchNamespaces={team-a,team-b}", "--set", "pushgateway.bundled.enabled=true"
+    )
     roles = _of_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(r["metadata"]["namespace"] for r in _of_kind(docs, "RoleBinding")) == [
-        "team-a", "team-b"]
+        "team-a",
+        "team-b",
+    ]
     cluster_rules = [rule for role in _of_kind(docs, "ClusterRole") for rule in role["rules"]]
     assert {r for rule in cluster_rules for r in rule["resources"]} == {
-        "customresourcedefinitions", "namespaces"}
-    (deployment,) = [d for d in _of_kind(docs, "Deployment")
-                     if d["metadata"]["name"] == RELEASE]
+        "customresourcedefinitions",
+        "namespaces",
+    }
+    (deployment,) = [d for d in _of_kind(docs, "Deployment") if d["metadata"]["name"] == RELEASE]
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
     assert f"--pushgateway-url=http://{RELEASE}-pushgateway.{RELEASE_NS}.svc:9091" in args
 
 
 def test_dashboards_ship_in_labelled_config_maps() -> None:
-    maps = _of_kind(_rendered("--set", "grafana.dashboards.label=dashboards",
-                              "--set", "grafana.dashboards.labelValue=kubenas"), "ConfigMap")
+    maps = _of_kind(
+        _rendered(
+            "--set",
+            "grafana.dashboards.label=dashboards",
+            "--set",
+            "grafana.dashboards.labelValue=kubenas",
+        ),
+        "ConfigMap",
+    )
     assert len(maps) == len(DASHBOARDS)
     for config_map in maps:
         assert config_map["metadata"]["labels"]["dashboards"] == "kubenas"
@@ -179,14 +241,21 @@ def test_dashboards_ship_in_labelled_config_maps() -> None:
 
 # --- the cluster --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values", [
-    [], ["--set", f"watchNamespaces={{{WATCHED_NS}}}", "--set", "pushgateway.bundled.enabled=true"],
-], ids=["cluster-wide", "namespaced"])
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", f"watchNamespaces={{{WATCHED_NS}}}", "--set", "pushgateway.bundled.enabled=true"],
+    ],
+    ids=["cluster-wide", "namespaced"],
+)
 def test_rendered_chart_passes_server_side_dry_run(cluster: Cluster, values: list[str]) -> None:
     for namespace in (RELEASE_NS, WATCHED_NS):
         _run(cluster, "kubectl", "create", "namespace", namespace, check=False)
-    applied = _run(cluster, "kubectl", "apply", "--dry-run=server", "-f", "-",
-                   stdin=_template(*values))
+    applied = _run(
+        cluster, "kubectl", "apply", "--dry-run=server", "-f", "-", stdin=_template(*values)
+    )
     assert "deployment.apps/kubenas created (server dry run)" in applied.stdout, applied.stdout
 
 
@@ -197,10 +266,13 @@ def _experiment(name: str, workdir: Path, **spec: Any) -> dict[str, Any]:
         "kind": "NASExperiment",
         "metadata": {"name": name, "namespace": WATCHED_NS},
         "spec": {
-            "searchSpace": {"family": "custom", "parameters": [
-                {"name": "quality", "type": "int", "low": 1, "high": 9},
-                {"name": "width", "type": "categorical", "choices": [8, 16, 32]},
-            ]},
+            "searchSpace": {
+                "family": "custom",
+                "parameters": [
+                    {"name": "quality", "type": "int", "low": 1, "high": 9},
+                    {"name": "width", "type": "categorical", "choices": [8, 16, 32]},
+                ],
+            },
             "strategy": {"name": "random"},
             "seed": 5,
             "budget": {"maxTrials": 4, "parallelTrials": 2},
@@ -247,40 +319,96 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     workdir = tmp_path_factory.mktemp("chart-run")
     for namespace in (RELEASE_NS, WATCHED_NS):
         _run(cluster, "kubectl", "create", "namespace", namespace, check=False)
-    notes = _run(cluster, "helm", "install", RELEASE, str(CHART), "--namespace", RELEASE_NS,
-         "--wait", "--timeout", "120s",
-         "--set-json", 'operator.command=["python","-m","kubenas.cli"]',
-         "--set", f"operator.metricsPort={cluster.operator_metrics_port}",
-         "--set", f"prometheus.url={cluster.prometheus_url}",
-         "--set", f"pushgateway.url={cluster.pushgateway_url}",
-         "--set", f"watchNamespaces={{{WATCHED_NS}}}").stdout
+    notes = _run(
+        cluster,
+        "helm",
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        RELEASE_NS,
+        "--wait",
+        "--timeout",
+        "120s",
+        "--set-json",
+        'operator.command=["python","-m","kubenas.cli"]',
+        "--set",
+        f"operator.metricsPort={cluster.operator_metrics_port}",
+        "--set",
+        f"prometheus.url={cluster.prometheus_url}",
+        "--set",
+        f"pushgateway.url={cluster.pushgateway_url}",
+        "--set",
+        f"watchNamespaces={{{WATCHED_NS}}}",
+    ).stdout
     assert "kubectl wait --for=condition=Succeeded nasx/digits-cell" in notes, notes
     assert f"watches NASExperiments in these namespaces: {WATCHED_NS}" in notes, notes
     assert "WARNING" not in notes, notes
     healthz = f"http://127.0.0.1:{cluster.operator_metrics_port}/healthz"
     wait_until(lambda: _reachable(healthz), 60, "the chart's operator to serve /healthz")
-    pods = json.loads(_run(cluster, "kubectl", "get", "pods", "-n", RELEASE_NS, "-l",
-                           "app.kubernetes.io/component=operator", "-o", "json").stdout)["items"]
+    pods = json.loads(
+        _run(
+            cluster,
+            "kubectl",
+            "get",
+            "pods",
+            "-n",
+            RELEASE_NS,
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
     assert [p["spec"]["serviceAccountName"] for p in pods] == [RELEASE]
 
     started = time.time()
-    manifests = [_experiment("quick", workdir),
-                 _experiment("hostnet", workdir, trial={
-                     **_experiment("x", workdir)["spec"]["trial"],
-                     "podTemplate": {"spec": {"hostNetwork": True}}})]
-    _run(cluster, "kubectl", "apply", "-f", "-",
-         stdin=yaml.safe_dump_all(manifests))
+    manifests = [
+        _experiment("quick", workdir),
+        _experiment(
+            "hostnet",
+            workdir,
+            trial={
+                **_experiment("x", workdir)["spec"]["trial"],
+                "podTemplate": {"spec": {"hostNetwork": True}},
+            },
+        ),
+    ]
+    _run(cluster, "kubectl", "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
     seen = Installed(cluster, started, 0.0)
     seen.snapshots["running"] = wait_until(
-        lambda: (obj := _get(cluster, "nasx", "quick")) and _condition(obj, "Reconciling") == "True"
-        and obj, 60, "the experiment to be running")
-    _run(cluster, "kubectl", "wait", "-n", WATCHED_NS, "--for=condition=Succeeded", "nasx/quick",
-         "--timeout=150s")
-    _run(cluster, "kubectl", "wait", "-n", WATCHED_NS, "--for=condition=Failed", "nasx/hostnet",
-         "--timeout=60s")
+        lambda: (
+            (obj := _get(cluster, "nasx", "quick"))
+            and _condition(obj, "Reconciling") == "True"
+            and obj
+        ),
+        60,
+        "the experiment to be running",
+    )
+    _run(
+        cluster,
+        "kubectl",
+        "wait",
+        "-n",
+        WATCHED_NS,
+        "--for=condition=Succeeded",
+        "nasx/quick",
+        "--timeout=150s",
+    )
+    _run(
+        cluster,
+        "kubectl",
+        "wait",
+        "-n",
+        WATCHED_NS,
+        "--for=condition=Failed",
+        "nasx/hostnet",
+        "--timeout=60s",
+    )
     seen.finished = time.time()
-    seen.snapshots["unobserved"] = {k: v for k, v in seen.snapshots["running"].items()
-                                    if k != "status"}
+    seen.snapshots["unobserved"] = {
+        k: v for k, v in seen.snapshots["running"].items() if k != "status"
+    }
     seen.snapshots["succeeded"] = _get(cluster, "nasx", "quick")
     seen.snapshots["failed"] = _get(cluster, "nasx", "hostnet")
     print(_run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS).stdout)
@@ -327,8 +455,9 @@ def _dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
             query = variable["query"]["query"]
             match = _LABEL_VALUES.match(query)
             assert match, f"variable {variable['name']}: unexpected query {query}"
-            found.append((f"variable ${variable['name']}",
-                          f"count by ({match.group(2)}) ({match.group(1)})"))
+            found.append(
+                (f"variable ${variable['name']}", f"count by ({match.group(2)}) ({match.group(1)})")
+            )
     return found
 
 
@@ -345,8 +474,13 @@ def _finite_samples(prometheus: str, expr: str, at: float) -> int:
         body = json.load(answer)
     assert body["status"] == "success", body
     result = body["data"]["result"]
-    values = [float(s["value"][1]) for s in result] if body["data"]["resultType"] == "vector" \
-        else [float(result[1])] if result else []
+    values = (
+        [float(s["value"][1]) for s in result]
+        if body["data"]["resultType"] == "vector"
+        else [float(result[1])]
+        if result
+        else []
+    )
     return sum(math.isfinite(v) for v in values)
 
 
@@ -373,6 +507,7 @@ def test_every_dashboard_query_returns_data(installed: Installed) -> None:
 
 # --- Argo CD health check -----------------------------------------------------------------------
 
+
 def _lua(value: Any) -> str:
     """A Lua 5.1 literal of a JSON value (lua5.1 has no JSON library; Argo CD hands its
     scripts the object as such a table)."""
@@ -383,27 +518,42 @@ def _lua(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return '"' + "".join(
-            ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else
-            "".join(f"\\{b:03d}" for b in ch.encode()) for ch in value) + '"'
+        return (
+            '"'
+            + "".join(
+                ch
+                if ch.isascii() and ch.isprintable() and ch not in '"\\'
+                else "".join(f"\\{b:03d}" for b in ch.encode())
+                for ch in value
+            )
+            + '"'
+        )
     if isinstance(value, list):
         return "{" + ", ".join(_lua(v) for v in value) + "}"
     return "{" + ", ".join(f"[{_lua(k)}] = {_lua(v)}" for k, v in value.items()) + "}"
 
 
 def _argocd_health(obj: dict[str, Any]) -> tuple[str, str]:
-    script = (f"obj = {_lua(obj)}\nlocal hs = (function()\n{HEALTH_LUA.read_text()}\nend)()\n"
-              'io.write(hs.status, "\\n", hs.message)\n')
-    done = subprocess.run(["lua5.1", "-"], input=script, capture_output=True, text=True,
-                          timeout=10, check=True)
+    script = (
+        f"obj = {_lua(obj)}\nlocal hs = (function()\n{HEALTH_LUA.read_text()}\nend)()\n"
+        'io.write(hs.status, "\\n", hs.message)\n'
+    )
+    done = subprocess.run(
+        ["lua5.1", "-"], input=script, capture_output=True, text=True, timeout=10, check=True
+    )
     status, message = done.stdout.split("\n", 1)
     return status, message
 
 
-@pytest.mark.parametrize(("state", "health"), [
-    ("unobserved", "Progressing"), ("running", "Progressing"), ("succeeded", "Healthy"),
-    ("failed", "Degraded"),
-])
+@pytest.mark.parametrize(
+    ("state", "health"),
+    [
+        ("unobserved", "Progressing"),
+        ("running", "Progressing"),
+        ("succeeded", "Healthy"),
+        ("failed", "Degraded"),
+    ],
+)
 def test_argocd_health_check(installed: Installed, state: str, health: str) -> None:
     if shutil.which("lua5.1") is None:
         pytest.fail("lua5.1 is missing: apt-get install lua5.1", pytrace=False)
@@ -418,9 +568,13 @@ def test_argocd_health_check(installed: Installed, state: str, health: str) -> N
 
 # Grants a clean run does not exercise, each with the path that needs it.
 RECOVERY_ONLY = {
-    ("kubenas.io", "nastrials", "get"):
-        "read back a trial an interrupted pass already created (409 on create)",
+    (
+        "kubenas.io",
+        "nastrials",
+        "get",
+    ): "read back a trial an interrupted pass already created (409 on create)",
 }
+
 
 def _granted(manifest: str) -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) of every rule bound to the chart's ServiceAccount."""
@@ -428,8 +582,12 @@ def _granted(manifest: str) -> set[tuple[str, str, str]]:
     for doc in yaml.safe_load_all(manifest):
         if doc and doc["kind"] in ("Role", "ClusterRole"):
             for rule in doc["rules"]:
-                grants |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"]
-                           for v in rule["verbs"]}
+                grants |= {
+                    (g, r, v)
+                    for g in rule["apiGroups"]
+                    for r in rule["resources"]
+                    for v in rule["verbs"]
+                }
     return grants
 
 
@@ -455,16 +613,17 @@ def _audited(audit_log: Path) -> tuple[Counter[tuple[str, str, str]], list[str]]
 
 
 def test_rbac_grants_exactly_what_the_operator_uses(installed: Installed, audit_log: Path) -> None:
-    manifest = _run(installed.cluster, "helm", "get", "manifest", RELEASE, "-n",
-                    RELEASE_NS).stdout
+    manifest = _run(installed.cluster, "helm", "get", "manifest", RELEASE, "-n", RELEASE_NS).stdout
     granted = _granted(manifest)
     calls, forbidden = _audited(audit_log)
     rows = sorted(granted | {k for k in calls if not k[1].startswith("/")})
     print(f"\n{'apiGroup':<22}{'resource':<26}{'verb':<8}{'granted':<9}calls")
     for group, resource, verb in rows:
         granted_mark = "yes" if (group, resource, verb) in granted else "NO"
-        print(f"{group or 'core':<22}{resource:<26}{verb:<8}{granted_mark:<9}"
-              f"{calls[(group, resource, verb)]}")
+        print(
+            f"{group or 'core':<22}{resource:<26}{verb:<8}{granted_mark:<9}"
+            f"{calls[(group, resource, verb)]}"
+        )
     assert not forbidden, f"the operator was refused: {forbidden}"
     unused = {g for g in granted if calls[g] == 0}
     for grant in sorted(unused & RECOVERY_ONLY.keys()):
@@ -474,8 +633,10 @@ def test_rbac_grants_exactly_what_the_operator_uses(installed: Installed, audit_
 
 # --- uninstall ----------------------------------------------------------------------------------
 
-_CHART_KINDS = ("deployments,replicasets,pods,services,serviceaccounts,configmaps,"
-                "networkpolicies,roles,rolebindings")
+_CHART_KINDS = (
+    "deployments,replicasets,pods,services,serviceaccounts,configmaps,"
+    "networkpolicies,roles,rolebindings"
+)
 
 
 def test_uninstall_leaves_only_crds_and_experiments(installed: Installed) -> None:
@@ -484,16 +645,27 @@ def test_uninstall_leaves_only_crds_and_experiments(installed: Installed) -> Non
     selector = f"app.kubernetes.io/instance={RELEASE}"
 
     def leftovers() -> list[str]:
-        names = _run(cluster, "kubectl", "get", _CHART_KINDS, "-A", "-l", selector, "-o",
-                     "name").stdout.split()
-        names += _run(cluster, "kubectl", "get", "clusterroles,clusterrolebindings", "-l",
-                      selector, "-o", "name").stdout.split()
+        names = _run(
+            cluster, "kubectl", "get", _CHART_KINDS, "-A", "-l", selector, "-o", "name"
+        ).stdout.split()
+        names += _run(
+            cluster,
+            "kubectl",
+            "get",
+            "clusterroles,clusterrolebindings",
+            "-l",
+            selector,
+            "-o",
+            "name",
+        ).stdout.split()
         return names
 
     wait_until(lambda: not leftovers(), 60, "the release's objects to go")
     crds = _run(cluster, "kubectl", "get", "crd", "-l", selector, "-o", "name").stdout.split()
-    assert sorted(crds) == [f"customresourcedefinition.apiextensions.k8s.io/{name}.kubenas.io"
-                            for name in ("nasexperiments", "nastrials")]
+    assert sorted(crds) == [
+        f"customresourcedefinition.apiextensions.k8s.io/{name}.kubenas.io"
+        for name in ("nasexperiments", "nastrials")
+    ]
     kept = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout.split()
     assert sorted(kept) == ["nasexperiment.kubenas.io/hostnet", "nasexperiment.kubenas.io/quick"]
     assert _run(cluster, "kubectl", "get", "nast", "-n", WATCHED_NS, "-o", "name").stdout.split()

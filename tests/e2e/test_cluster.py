@@ -35,15 +35,25 @@ GPU_PROBE = (
 
 def gpu_job(name: str, seconds: float) -> dict[str, Any]:
     return {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"backoffLimit": 0, "template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "trainer", "image": "kubenas/trainer:dev",
-                "command": ["python", "-c", GPU_PROBE, str(seconds)],
-                "resources": {"limits": {"nvidia.com/gpu": "1"}},
-            }],
-        }}},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "trainer",
+                            "image": "kubenas/trainer:dev",
+                            "command": ["python", "-c", GPU_PROBE, str(seconds)],
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
+                }
+            },
+        },
     }
 
 
@@ -79,15 +89,32 @@ def test_gpu_job_reports_its_termination_message(k8s: client.ApiClient, namespac
 
 def test_init_containers_run_to_completion_first(k8s: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(k8s)
-    core.create_namespaced_pod(namespace, {"metadata": {"name": "init"}, "spec": {
-        "restartPolicy": "Never",
-        "initContainers": [{"name": "prepare", "image": "busybox",
-                            "command": ["sh", "-c", "sleep 1; echo prepared > greeting"]}],
-        "containers": [{"name": "main", "image": "busybox", "command": [
-            "sh", "-c", "cat greeting > $KUBENAS_TERMINATION_MESSAGE_PATH"]}],
-    }})
-    pod = wait_for(lambda: _finished(core.read_namespaced_pod("init", namespace)), timeout=30,
-                   what="pod init")
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "init"},
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [
+                    {
+                        "name": "prepare",
+                        "image": "busybox",
+                        "command": ["sh", "-c", "sleep 1; echo prepared > greeting"],
+                    }
+                ],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox",
+                        "command": ["sh", "-c", "cat greeting > $KUBENAS_TERMINATION_MESSAGE_PATH"],
+                    }
+                ],
+            },
+        },
+    )
+    pod = wait_for(
+        lambda: _finished(core.read_namespaced_pod("init", namespace)), timeout=30, what="pod init"
+    )
 
     assert pod.status.phase == "Succeeded"
     assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
@@ -95,7 +122,8 @@ def test_init_containers_run_to_completion_first(k8s: client.ApiClient, namespac
 
 
 def test_scheduler_runs_at_most_two_one_gpu_jobs_on_two_gpus(
-        k8s: client.ApiClient, namespace: str) -> None:
+    k8s: client.ApiClient, namespace: str
+) -> None:
     batch, core = client.BatchV1Api(k8s), client.CoreV1Api(k8s)
     names = [f"trial-{i}" for i in range(4)]
     for name in names:
@@ -111,8 +139,12 @@ def test_scheduler_runs_at_most_two_one_gpu_jobs_on_two_gpus(
 
     assert 1 <= most_running <= 2
     runs = [json.loads(terminated(job_pod(core, namespace, name)).message) for name in names]
-    overlapping = [(first, second) for i, first in enumerate(runs) for second in runs[i + 1:]
-                   if first["start"] < second["end"] and second["start"] < first["end"]]
+    overlapping = [
+        (first, second)
+        for i, first in enumerate(runs)
+        for second in runs[i + 1 :]
+        if first["start"] < second["end"] and second["start"] < first["end"]
+    ]
     assert overlapping, runs
     for first, second in overlapping:
         assert first["gpus"] != second["gpus"], (first, second)
@@ -121,12 +153,20 @@ def test_scheduler_runs_at_most_two_one_gpu_jobs_on_two_gpus(
 def sleeper_pod(name: str, pid_file: Path) -> dict[str, Any]:
     """A pod whose shell and its child ``sleep`` write their PIDs, then wait for long.
     (``$$$$``: Kubernetes expands ``$$`` in a command to ``$``.)"""
-    script = f"sleep 300 & echo $! > {pid_file}.tmp; echo $$$$ >> {pid_file}.tmp; " \
-             f"mv {pid_file}.tmp {pid_file}; wait"
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
-        "restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
-        "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
-    }}
+    script = (
+        f"sleep 300 & echo $! > {pid_file}.tmp; echo $$$$ >> {pid_file}.tmp; "
+        f"mv {pid_file}.tmp {pid_file}; wait"
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
+        },
+    }
 
 
 def started_pids(pid_file: Path) -> list[int]:
@@ -137,7 +177,8 @@ def started_pids(pid_file: Path) -> list[int]:
 
 
 def test_deleting_pods_and_namespaces_leaves_no_process(
-        k8s: client.ApiClient, make_namespace: Callable[[], str], tmp_path: Path) -> None:
+    k8s: client.ApiClient, make_namespace: Callable[[], str], tmp_path: Path
+) -> None:
     core = client.CoreV1Api(k8s)
     namespace = make_namespace()
     core.create_namespaced_pod(namespace, sleeper_pod("deleted", tmp_path / "deleted"))
@@ -146,47 +187,81 @@ def test_deleting_pods_and_namespaces_leaves_no_process(
     left_pids = started_pids(tmp_path / "left")
 
     core.delete_namespaced_pod("deleted", namespace)
-    wait_for(lambda: not any(alive(pid) for pid in deleted_pids), timeout=15,
-             what="the deleted pod's processes to end")
-    wait_for(lambda: not core.list_namespaced_pod(
-        namespace, field_selector="metadata.name=deleted").items, timeout=15,
-        what="the pod object to go")
+    wait_for(
+        lambda: not any(alive(pid) for pid in deleted_pids),
+        timeout=15,
+        what="the deleted pod's processes to end",
+    )
+    wait_for(
+        lambda: (
+            not core.list_namespaced_pod(namespace, field_selector="metadata.name=deleted").items
+        ),
+        timeout=15,
+        what="the pod object to go",
+    )
 
     core.delete_namespace(namespace)
-    wait_for(lambda: namespace not in {
-        n.metadata.name for n in core.list_namespace().items}, timeout=60,
-        what=f"namespace {namespace} to be deleted")
+    wait_for(
+        lambda: namespace not in {n.metadata.name for n in core.list_namespace().items},
+        timeout=60,
+        what=f"namespace {namespace} to be deleted",
+    )
     assert not any(alive(pid) for pid in left_pids)
 
 
-def test_pods_act_with_their_service_account_rights(
-        k8s: client.ApiClient, namespace: str) -> None:
+def test_pods_act_with_their_service_account_rights(k8s: client.ApiClient, namespace: str) -> None:
     core, rbac = client.CoreV1Api(k8s), client.RbacAuthorizationV1Api(k8s)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "worker"}})
 
     def run_kubectl(name: str) -> client.V1Pod:
-        core.create_namespaced_pod(namespace, {"metadata": {"name": name}, "spec": {
-            "serviceAccountName": "worker", "restartPolicy": "Never",
-            "containers": [{"name": "main", "image": "kubectl",
+        core.create_namespaced_pod(
+            namespace,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "serviceAccountName": "worker",
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "kubectl",
                             "command": ["kubectl", "get", "configmaps"],
-                            "terminationMessagePolicy": "FallbackToLogsOnError"}],
-        }})
-        return wait_for(lambda: _finished(core.read_namespaced_pod(name, namespace)),
-                        timeout=30, what=f"pod {name}")
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                        }
+                    ],
+                },
+            },
+        )
+        return wait_for(
+            lambda: _finished(core.read_namespaced_pod(name, namespace)),
+            timeout=30,
+            what=f"pod {name}",
+        )
 
     refused = run_kubectl("before-binding")
     assert refused.status.phase == "Failed"
     message = terminated(refused).message
     assert "Forbidden" in message and f"system:serviceaccount:{namespace}:worker" in message
 
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "read-configmaps"}, "rules": [
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]})
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "worker-reads-configmaps"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": "read-configmaps"},
-        "subjects": [{"kind": "ServiceAccount", "name": "worker", "namespace": namespace}],
-    })
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "read-configmaps"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "worker-reads-configmaps"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "read-configmaps",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "worker", "namespace": namespace}],
+        },
+    )
     assert run_kubectl("after-binding").status.phase == "Succeeded"
 
 
@@ -197,8 +272,10 @@ def _finished(pod: client.V1Pod) -> client.V1Pod | None:
 def test_pushed_metric_reaches_prometheus_within_a_scrape(cluster: Cluster) -> None:
     trial, value = uuid.uuid4().hex[:8], time.time()
     group = f"{cluster.pushgateway_url}/metrics/job/kubenas-e2e/trial/{trial}"
-    urllib.request.urlopen(urllib.request.Request(
-        group, data=f"kubenas_e2e_probe {value}\n".encode(), method="PUT"), timeout=5)
+    urllib.request.urlopen(
+        urllib.request.Request(group, data=f"kubenas_e2e_probe {value}\n".encode(), method="PUT"),
+        timeout=5,
+    )
     pushed = time.monotonic()
     query = urllib.parse.urlencode({"query": f'kubenas_e2e_probe{{trial="{trial}"}}'})
 
@@ -221,18 +298,31 @@ def test_cli_up_and_down(tmp_path: Path) -> None:
     env.pop("KUBECONFIG", None)
 
     def cli(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "kubenas_devcluster", *args,
-                               f"--state-dir={state_dir}"], env=env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "kubenas_devcluster", *args, f"--state-dir={state_dir}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
     try:
         assert "source" in cli("up", "--gpus=3")
-        shown = subprocess.run(["bash", "-c", f"source {state_dir}/env && kubectl get nodes "
-                                "-o jsonpath='{.items[0].status.capacity.nvidia\\.com/gpu} "
-                                "{.items[0].status.conditions[?(@.type==\"Ready\")].status}'"],
-                               env=env, capture_output=True, text=True, timeout=30)
+        shown = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"source {state_dir}/env && kubectl get nodes "
+                "-o jsonpath='{.items[0].status.capacity.nvidia\\.com/gpu} "
+                '{.items[0].status.conditions[?(@.type=="Ready")].status}\'',
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert shown.stdout.split() == ["3", "True"], shown.stdout + shown.stderr
         pids = running_pids(state_dir)
         assert len(pids) == 7

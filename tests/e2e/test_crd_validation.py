@@ -49,21 +49,39 @@ class Kubectl:
     """The built kubectl against the dev cluster, in one namespace."""
 
     def __init__(self, cluster: Cluster, namespace: str) -> None:
-        self.base = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}",
-                     f"--namespace={namespace}"]
+        self.base = [
+            str(cluster.bin_dir / "kubectl"),
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--namespace={namespace}",
+        ]
 
-    def run(self, *args: str, manifest: dict[str, Any] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([*self.base, *args], capture_output=True, text=True, timeout=60,
-                              input=None if manifest is None else yaml.safe_dump(manifest))
+    def run(
+        self, *args: str, manifest: dict[str, Any] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [*self.base, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            input=None if manifest is None else yaml.safe_dump(manifest),
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
         return done
 
-    def apply(self, manifest: dict[str, Any], *flags: str,
-              check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("apply", "--server-side", "--field-manager=e2e", *flags, "-f", "-",
-                        manifest=manifest, check=check)
+    def apply(
+        self, manifest: dict[str, Any], *flags: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "apply",
+            "--server-side",
+            "--field-manager=e2e",
+            *flags,
+            "-f",
+            "-",
+            manifest=manifest,
+            check=check,
+        )
 
     def server_defaulted(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """The object as the API server would store it, without storing it."""
@@ -76,13 +94,26 @@ class Kubectl:
 def crds_installed(cluster: Cluster) -> None:
     """The CRDs, applied the way a user installs them and ready to serve."""
     kubectl = [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"]
-    applied = subprocess.run([*kubectl, "apply", "--server-side", "--force-conflicts",
-                              "-f", str(ROOT / "crds")],
-                             capture_output=True, text=True, timeout=60)
+    applied = subprocess.run(
+        [*kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert applied.returncode == 0, applied.stderr
-    ready = subprocess.run([*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
-                            "crd/nasexperiments.kubenas.io", "crd/nastrials.kubenas.io"],
-                           capture_output=True, text=True, timeout=90)
+    ready = subprocess.run(
+        [
+            *kubectl,
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/nasexperiments.kubenas.io",
+            "crd/nastrials.kubenas.io",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert ready.returncode == 0, ready.stderr
 
 

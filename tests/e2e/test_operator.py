@@ -348,6 +348,7 @@ def test_digits_example_runs_as_written(
         "nasx/digits-cell",
         "--timeout=1500s",
         check=False,
+        timeout=1560,
     )
     stop.set()
     watcher.join()

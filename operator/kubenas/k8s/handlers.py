@@ -161,11 +161,11 @@ def experiment_deleted(*, namespace: str | None, name: str, spec: kopf.Spec, **_
     try:
         for job in api.list_jobs(namespace, name):
             api.delete_job(namespace, job["metadata"]["name"])
+        if api.list_experiment_pods(namespace, name):
+            raise kopf.TemporaryError("waiting for trial pods to stop", delay=2)
         for trial in api.list_trials(namespace, name):
             metrics_source.delete_push_group(
                 _settings.pushgateway_url, namespace, name, trial["metadata"]["name"]
             )
-        if api.list_experiment_pods(namespace, name):
-            raise kopf.TemporaryError("waiting for trial pods to stop", delay=2)
     finally:
         api.close()
