@@ -46,8 +46,10 @@ def prometheus_argv(directory: Path, port: int, pushgateway: str,
 
 
 def pushgateway_argv(port: int) -> list[str]:
+    """In memory only: Debian's build persists to /var/lib/prometheus/pushgateway.data by
+    default, which would carry one cluster's groups into every later one."""
     return ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}",
-            "--web.enable-admin-api", "--log.level=warn"]
+            "--persistence.file=", "--web.enable-admin-api", "--log.level=warn"]
 
 
 def wait_scraping(prometheus_url: str, job: str, timeout: float) -> None:

@@ -279,10 +279,14 @@ def test_impossible_experiment_ends_failed(
     assert client.BatchV1Api(k8s).list_namespaced_job(namespace).items == []
 
 
-def _pushgateway_groups(url: str, experiment_name: str) -> int:
+def _pushgateway_groups(url: str, namespace: str, experiment_name: str) -> int:
     with urllib.request.urlopen(f"{url}/api/v1/metrics", timeout=5) as response:
         groups = json.load(response)["data"]
-    return sum(g["labels"].get("experiment") == experiment_name for g in groups)
+    return sum(
+        g["labels"].get("namespace") == namespace
+        and g["labels"].get("experiment") == experiment_name
+        for g in groups
+    )
 
 
 def test_deleting_an_experiment_removes_everything_it_made(
@@ -298,7 +302,9 @@ def test_deleting_an_experiment_removes_everything_it_made(
     )
     _apply(cluster, namespace, doc)
     wait_until(
-        lambda: _pushgateway_groups(cluster.pushgateway_url, "doomed") >= 1, 120, "a pushed metric"
+        lambda: _pushgateway_groups(cluster.pushgateway_url, namespace, "doomed") >= 1,
+        120,
+        "a pushed metric",
     )
     kubectl(
         cluster.bin_dir, "delete", "-n", namespace, "nasx/doomed", "--wait=true", "--timeout=120s"
@@ -307,7 +313,7 @@ def test_deleting_an_experiment_removes_everything_it_made(
     wait_until(lambda: not trials(k8s, namespace), 60, "trials to go")
     wait_until(lambda: not batch.list_namespaced_job(namespace).items, 60, "jobs to go")
     wait_until(lambda: not core.list_namespaced_pod(namespace).items, 60, "pods to go")
-    assert _pushgateway_groups(cluster.pushgateway_url, "doomed") == 0
+    assert _pushgateway_groups(cluster.pushgateway_url, namespace, "doomed") == 0
 
 
 @pytest.mark.slow
