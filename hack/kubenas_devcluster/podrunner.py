@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import signal
@@ -201,6 +202,9 @@ class PodRunner:
         if _PYTHON.match(argv[0]):
             argv[0] = self._node.python
         env = dict(self._node.base_env)
+        threads = _cpu_threads(spec)
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
         env.update({
             "HOSTNAME": self._pod["metadata"]["name"],
             "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in container.gpu_indices),
@@ -356,6 +360,17 @@ def delete_pod(api: ApiClient, pod: Json) -> None:
             "apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
             "preconditions": {"uid": meta["uid"]},
         })
+
+
+def _cpu_threads(container: Json) -> int | None:
+    """Threads a CPU limit allows. A kubelet enforces the limit with a cgroup quota; the agent
+    has no cgroups, so it tells the process instead (OpenMP and torch read this variable)."""
+    limit = ((container.get("resources") or {}).get("limits") or {}).get("cpu")
+    if limit is None:
+        return None
+    text = str(limit)
+    cores = int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    return max(1, math.ceil(cores))
 
 
 def _gpu_count(container: Json) -> int:
