@@ -82,24 +82,29 @@ def run(
     def observe() -> None:
         w = watch.Watch()
         ready.set()
-        for event in w.stream(
-            batch.list_namespaced_job,
-            namespace,
-            label_selector=f"{LABEL_MANAGED_BY}=kubenas",
-            timeout_seconds=int(timeout),
-        ):
-            now = time.monotonic()
-            job = event["object"]
-            experiment = job.metadata.labels.get(LABEL_EXPERIMENT)
-            name = job.metadata.name
-            if event["type"] == "ADDED" and all(
-                n != name for _, n in created_at.get(experiment, [])
+        try:
+            for event in w.stream(
+                batch.list_namespaced_job,
+                namespace,
+                label_selector=f"{LABEL_MANAGED_BY}=kubenas",
+                timeout_seconds=int(timeout),
             ):
-                created_at.setdefault(experiment, []).append((now, name))
-            if (job.status.succeeded or 0) >= 1 and name not in completed_at:
-                completed_at[name] = now
-            if stop.is_set():
-                w.stop()
+                if stop.is_set():
+                    w.stop()
+                    return
+                record(event, time.monotonic())
+        except Exception:
+            if not stop.is_set():  # after the measurement, a torn-down namespace is expected
+                raise
+
+    def record(event: dict[str, Any], now: float) -> None:
+        job = event["object"]
+        experiment = str((job.metadata.labels or {}).get(LABEL_EXPERIMENT))
+        name = job.metadata.name
+        if event["type"] == "ADDED" and all(n != name for _, n in created_at.get(experiment, [])):
+            created_at.setdefault(experiment, []).append((now, name))
+        if (job.status.succeeded or 0) >= 1 and name not in completed_at:
+            completed_at[name] = now
 
     watcher = threading.Thread(target=observe, daemon=True)
     watcher.start()
