@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from kubenas.api import ExperimentError, load_experiment
 
@@ -30,31 +31,36 @@ def _operator(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _get(args: argparse.Namespace) -> int:
+def _fetch(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The experiment and its trials, from the cluster KUBECONFIG names; None when absent."""
     from kubenas.k8s.client import load_kube_config
-    from kubenas.k8s.views import NotFound, fetch, render
+    from kubenas.k8s.views import NotFound, fetch
 
     load_kube_config()
     try:
-        experiment, trials = fetch(args.namespace, args.name)
+        return fetch(args.namespace, args.name)
     except NotFound as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def _get(args: argparse.Namespace) -> int:
+    from kubenas.k8s.views import render
+
+    fetched = _fetch(args)
+    if fetched is None:
         return EXIT_FAILED
-    print(render(experiment, trials))
+    print(render(*fetched))
     return EXIT_OK
 
 
 def _best(args: argparse.Namespace) -> int:
-    from kubenas.k8s.client import load_kube_config
-    from kubenas.k8s.views import NotFound, best_architecture, fetch
+    from kubenas.k8s.views import best_architecture
 
-    load_kube_config()
-    try:
-        experiment, _ = fetch(args.namespace, args.name)
-    except NotFound as exc:
-        print(exc, file=sys.stderr)
+    fetched = _fetch(args)
+    if fetched is None:
         return EXIT_FAILED
-    best = best_architecture(experiment)
+    best = best_architecture(fetched[0])
     if best is None:
         print(f"{args.name}: no trial has finished yet", file=sys.stderr)
         return EXIT_FAILED

@@ -47,10 +47,5 @@ class TrialRecord(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
 
-    def objective(self, metric: str) -> float | None:
-        """The final value of ``metric`` at this trial's highest completed fidelity."""
-        value = self.metrics.get(metric)
-        return None if value is None else float(value)
-
     def with_changes(self, **changes: Any) -> TrialRecord:
         return self.model_copy(update=changes)

@@ -325,8 +325,6 @@ class ExperimentReconciler:
             self._fail_experiment(previous, generation, "PodTemplateNotAllowed", str(exc), outcome)
             return outcome
 
-        if decisions.finished:
-            decisions = decide(experiment.spec, list(records.values()), now=time.time())
         status = experiment_status(
             experiment,
             previous,
