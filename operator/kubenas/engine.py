@@ -119,6 +119,14 @@ def pareto_front(
     return tuple(r for _, r in front[:limit])
 
 
+def timeout_deadline(spec: ExperimentSpec, record: TrialRecord) -> float | None:
+    """When a running trial times out: ``timeoutSeconds`` after its run started. A trial that
+    waits for a slot, a GPU or a quota is not running, so its clock has not started."""
+    if record.state is not TrialState.RUNNING or record.started_at is None:
+        return None
+    return record.started_at + spec.trial.timeout_seconds
+
+
 def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> Decisions:
     """Everything that should happen next, given every trial record of the experiment."""
     plan = planner(spec)
@@ -186,7 +194,7 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
             failed=True,
         )
         for r in active
-        if r.started_at is not None and now - r.started_at > spec.trial.timeout_seconds
+        if (deadline := timeout_deadline(spec, r)) is not None and now > deadline
     ]
     stopping = {s.trial for s in stops}
     stops += [s for s in plan.scheduler.stops(records, objective) if s.trial not in stopping]

@@ -26,6 +26,9 @@ class TrialRecord(BaseModel):
     ``fidelity`` is the target of the current or last run; ``results`` maps each completed
     fidelity to its final metrics, so a multi-fidelity scheduler can rank trials per rung;
     ``intermediate`` holds the objective per epoch of the current run (median stopping).
+    ``started_at`` is when the current run's process or container started (the trial's clock);
+    ``queued_at`` is when the run was asked for, while it waits; ``queue_seconds`` sums the
+    waits of all its runs. :mod:`kubenas.transitions` is the only code that changes a record.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -41,9 +44,14 @@ class TrialRecord(BaseModel):
     results: dict[int, dict[str, float]] = Field(default_factory=dict)
     intermediate: list[tuple[int, float]] = Field(default_factory=list)
     checkpoint: str | None = None
+    metrics_source: str | None = Field(
+        default=None, description="where the final metrics were read from"
+    )
     reason: str | None = None
     message: str | None = None
     created_at: float | None = None
+    queued_at: float | None = None
+    queue_seconds: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
 

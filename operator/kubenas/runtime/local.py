@@ -15,11 +15,12 @@ from typing import Any
 
 import yaml
 
+from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import ExperimentError
 from kubenas.api.records import TrialRecord, TrialState
 from kubenas.contract import trial_environment, trial_name
-from kubenas.engine import Decisions, StartTrial, decide, planner
+from kubenas.engine import Decisions, decide, planner, timeout_deadline
 from kubenas.runtime.display import Display
 from kubenas.runtime.outputs import write_outputs
 from kubenas.runtime.process import TrialProcess
@@ -95,19 +96,36 @@ class LocalRunner:
     def _resume_interrupted(self) -> None:
         """Trials that were running when the last run stopped start again, from their latest
         checkpoint when they wrote one."""
+        now = time.time()
         for record in list(self.log.load().values()):
             if record.state.active:
                 checkpoint = self.out / "trials" / record.name / "checkpoint" / "checkpoint.pt"
                 resume = str(checkpoint) if checkpoint.exists() else record.resumed_from
                 self.display.note(f"{record.name}: resuming after interruption")
-                self._launch(record.with_changes(resumed_from=resume))
+                queued = transitions.resumed(record, resume, now)
+                self.save(record, queued)
+                self.launch(queued)
 
-    # -- applying decisions --------------------------------------------------------------------
+    # -- effects of applied decisions (kubenas.transitions.Effects) --------------------------
 
     def _architecture(self, record: TrialRecord) -> dict[str, Any]:
         return self.plan.space.to_architecture(self.plan.space.active(record.params))
 
-    def _launch(self, record: TrialRecord) -> None:
+    def halt(self, record: TrialRecord) -> str:
+        process = self.running.pop(record.name, None)
+        if process is None:
+            return ""
+        process.terminate()
+        return process.stderr_tail()
+
+    def save(self, before: TrialRecord | None, after: TrialRecord) -> None:
+        self.log.put(after)
+        if after.state is TrialState.STOPPED:
+            self.display.note(f"{after.name}: stopped ({after.reason})")
+        elif after.state is TrialState.FAILED:
+            self.display.note(f"{after.name}: failed ({after.reason})")
+
+    def launch(self, record: TrialRecord) -> TrialRecord:
         gpu = None
         if self.gpus:
             busy = {p.gpu for p in self.running.values()}
@@ -118,58 +136,13 @@ class LocalRunner:
         env["OMP_NUM_THREADS"] = str(self.threads)
         env["KUBENAS_DEVICE"] = "cuda" if gpu is not None else "cpu"
         env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
-        now = time.time()
-        record = record.with_changes(state=TrialState.RUNNING, started_at=now, intermediate=[])
-        self.log.put(record)
+        running = transitions.started(record, time.time())
+        self.log.put(running)
         self.running[record.name] = TrialProcess.launch(
-            record.name,
-            self.out / "trials" / record.name,
-            self.spec.trial.command,
-            env,
-            float(self.spec.trial.timeout_seconds),
-            gpu,
+            record.name, self.out / "trials" / record.name, self.spec.trial.command, env, gpu
         )
         self.display.note(f"{record.name}: started (fidelity {record.fidelity})")
-
-    def _start(self, start: StartTrial) -> None:
-        record = TrialRecord(
-            name=trial_name(self.experiment.name, start.index),
-            index=start.index,
-            params=start.params,
-            key=start.key,
-            state=TrialState.PENDING,
-            fidelity=start.fidelity,
-            created_at=time.time(),
-        )
-        self.log.put(record)
-        self._launch(record)
-
-    def _apply(self, decisions: Decisions) -> None:
-        for stop in decisions.stop:
-            process = self.running.pop(stop.trial, None)
-            if process is not None:
-                process.terminate()
-            if stop.failed:
-                tail = process.stderr_tail() if process is not None else ""
-                self._fail(stop.trial, stop.reason, f"{stop.message}\n{tail}".strip())
-                continue
-            record = self.log.records[stop.trial]
-            self.log.put(
-                record.with_changes(
-                    state=TrialState.STOPPED,
-                    reason=stop.reason,
-                    message=stop.message,
-                    finished_at=time.time(),
-                )
-            )
-            self.display.note(f"{stop.trial}: stopped ({stop.reason})")
-        for promotion in decisions.promote:
-            record = self.log.records[promotion.trial]
-            self._launch(
-                record.with_changes(fidelity=promotion.fidelity, resumed_from=promotion.resume_from)
-            )
-        for start in decisions.start:
-            self._start(start)
+        return running
 
     # -- following processes -------------------------------------------------------------------
 
@@ -179,67 +152,54 @@ class LocalRunner:
         metric = self.spec.objective.metric
         for name, process in list(self.running.items()):
             record = self.log.records[name]
-            fresh = process.new_epochs()
-            if fresh:
-                points = [
-                    (int(e["epoch"]), float(e["metrics"][metric]))
-                    for e in fresh
-                    if metric in e.get("metrics", {})
-                ]
-                if points:
-                    self.log.put(record.with_changes(intermediate=[*record.intermediate, *points]))
-                    changed = True
-            code = process.popen.poll()
-            if code is None and process.timed_out():
-                process.terminate()
-                self._fail(
-                    name,
-                    "Timeout",
-                    f"exceeded timeoutSeconds ({self.spec.trial.timeout_seconds})\n"
-                    f"{process.stderr_tail()}",
-                )
+            points = [
+                (int(e["epoch"]), float(e["metrics"][metric]))
+                for e in process.new_epochs()
+                if metric in e.get("metrics", {})
+            ]
+            progressed = transitions.progressed(record, points)
+            if progressed is not record:
+                self.log.put(progressed)
                 changed = True
-            elif code is not None:
+            code = process.popen.poll()
+            if code is not None:
                 del self.running[name]
-                self._finish(name, process, code)
+                self.save(progressed, self._finished(progressed, process, code))
                 changed = True
         return changed
 
-    def _fail(self, name: str, reason: str, message: str) -> None:
-        self.running.pop(name, None)
-        record = self.log.records[name]
-        self.log.put(
-            record.with_changes(
-                state=TrialState.FAILED, reason=reason, message=message, finished_at=time.time()
-            )
-        )
-        self.display.note(f"{name}: failed ({reason})")
-
-    def _finish(self, name: str, process: TrialProcess, code: int) -> None:
+    def _finished(self, record: TrialRecord, process: TrialProcess, code: int) -> TrialRecord:
+        """The record of a run whose process exited with ``code``."""
+        now = time.time()
         summary = process.final_summary()
         metrics = summary.get("metrics") if summary else None
         if code != 0 or not isinstance(metrics, dict):
             reason = f"exit code {code}" if code != 0 else "no final metrics reported"
-            self._fail(name, "Crashed", f"{reason}\n{process.stderr_tail()}")
-            return
+            return transitions.failed(record, "Crashed", f"{reason}\n{process.stderr_tail()}", now)
         numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-        if self.spec.objective.metric not in numbers:
-            self._fail(name, "MissingObjective", f"final metrics lack {self.spec.objective.metric}")
-            return
-        record = self.log.records[name]
-        checkpoint = summary.get("checkpoint") if summary else None
-        self.log.put(
-            record.with_changes(
-                state=TrialState.SUCCEEDED,
-                metrics=numbers,
-                results={**record.results, record.fidelity or 0: numbers},
-                checkpoint=str(checkpoint) if checkpoint else None,
-                finished_at=time.time(),
+        objective = self.spec.objective.metric
+        if objective not in numbers:
+            return transitions.failed(
+                record, "MissingObjective", f"final metrics lack {objective}", now
             )
+        checkpoint = summary.get("checkpoint") if summary else None
+        self.display.note(f"{record.name}: {objective} {numbers[objective]:.4f}")
+        return transitions.succeeded(
+            record,
+            numbers,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            source="report file",
+            now=now,
         )
-        self.display.note(
-            f"{name}: {self.spec.objective.metric} {numbers[self.spec.objective.metric]:.4f}"
-        )
+
+    def _next_deadline(self) -> float | None:
+        """The earliest moment a running trial times out (the engine decides it then)."""
+        deadlines = [
+            d
+            for r in self.log.records.values()
+            if (d := timeout_deadline(self.spec, r)) is not None
+        ]
+        return min(deadlines, default=None)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -251,15 +211,24 @@ class LocalRunner:
             with self.display:
                 self._resume_interrupted()
                 while True:
-                    records = list(self.log.records.values())
-                    decisions = decide(self.spec, records, now=time.time())
-                    self._apply(decisions)
+                    now = time.time()
+                    decisions = decide(self.spec, list(self.log.records.values()), now=now)
+                    transitions.apply_decisions(
+                        decisions,
+                        self.log.records,
+                        self,
+                        name_of=lambda index: trial_name(self.experiment.name, index),
+                        now=now,
+                    )
                     self.display.update(
                         list(self.log.records.values()), decisions, time.monotonic() - started
                     )
                     if decisions.finished:
                         break
+                    deadline = self._next_deadline()
                     while not self._collect():
+                        if deadline is not None and time.time() > deadline:
+                            break
                         time.sleep(POLL_SECONDS)
         finally:
             for process in self.running.values():

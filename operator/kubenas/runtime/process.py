@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,6 @@ class TrialProcess:
     name: str
     directory: Path
     popen: subprocess.Popen[bytes]
-    started: float
-    timeout: float
     gpu: str | None
     _offset: int = 0
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -58,7 +55,6 @@ class TrialProcess:
         directory: Path,
         command: list[str],
         env: dict[str, str],
-        timeout: float,
         gpu: str | None,
     ) -> TrialProcess:
         directory.mkdir(parents=True, exist_ok=True)
@@ -86,7 +82,7 @@ class TrialProcess:
             )
         report = directory / "report.jsonl"
         offset = report.stat().st_size if report.exists() else 0
-        return cls(name, directory, popen, time.monotonic(), timeout, gpu, offset)
+        return cls(name, directory, popen, gpu, offset)
 
     def new_epochs(self) -> list[dict[str, Any]]:
         """Epoch reports written since the last call."""
@@ -107,9 +103,6 @@ class TrialProcess:
                 fresh.append(event)
         self.epochs.extend(fresh)
         return fresh
-
-    def timed_out(self) -> bool:
-        return time.monotonic() - self.started > self.timeout
 
     def final_summary(self) -> dict[str, Any] | None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kubenas import transitions
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialState
 from kubenas.engine import Decisions, decide
@@ -34,6 +35,27 @@ def trial_name(index: int) -> str:
     return f"sim-{index:04d}"
 
 
+class _SimulatedEffects:
+    """Runs start at once on the simulated clock; stopping a run has nothing to clean up."""
+
+    def __init__(self, sim: Simulation, epoch_of: dict[str, int]) -> None:
+        self.sim = sim
+        self.epoch_of = epoch_of
+        self.tick = 0
+
+    def halt(self, record: TrialRecord) -> str:
+        return ""
+
+    def save(self, before: TrialRecord | None, after: TrialRecord) -> None:
+        self.sim.records[after.name] = after
+
+    def launch(self, record: TrialRecord) -> TrialRecord:
+        running = transitions.started(record, float(self.tick))
+        self.sim.records[record.name] = running
+        self.epoch_of.setdefault(record.name, 0)
+        return running
+
+
 def simulate(
     spec: ExperimentSpec,
     curve: Curve,
@@ -46,44 +68,22 @@ def simulate(
     sim = Simulation()
     metric = spec.objective.metric
     epoch_of: dict[str, int] = {}
+    effects = _SimulatedEffects(sim, epoch_of)
     for tick in range(max_ticks):
+        effects.tick = tick
         decisions = decide(spec, list(sim.records.values()), now=float(tick))
         sim.decisions.append(decisions)
-        for stop in decisions.stop:
-            sim.records[stop.trial] = sim.records[stop.trial].with_changes(
-                state=TrialState.FAILED if stop.failed else TrialState.STOPPED,
-                reason=stop.reason,
-                message=stop.message,
-            )
+        transitions.apply_decisions(
+            decisions, sim.records, effects, name_of=trial_name, now=float(tick)
+        )
         if decisions.finished:
             return sim
-        for start in decisions.start:
-            name = trial_name(start.index)
-            sim.records[name] = TrialRecord(
-                name=name,
-                index=start.index,
-                params=start.params,
-                key=start.key,
-                state=TrialState.RUNNING,
-                fidelity=start.fidelity,
-                started_at=float(tick),
-            )
-            epoch_of[name] = 0
-        for promotion in decisions.promote:
-            record = sim.records[promotion.trial]
-            sim.records[promotion.trial] = record.with_changes(
-                state=TrialState.RUNNING,
-                fidelity=promotion.fidelity,
-                resumed_from=promotion.resume_from,
-                intermediate=[],
-                started_at=float(tick),
-            )
         running = [r for r in sim.records.values() if r.state == TrialState.RUNNING]
         sim.peak_running = max(sim.peak_running, len(running))
         if running:
             _train_one_epoch(
                 sim,
-                min(running, key=lambda r: (r.started_at, r.index)),
+                min(running, key=lambda r: (r.started_at or 0.0, r.index)),
                 curve,
                 epoch_of,
                 metric,
@@ -107,24 +107,18 @@ def _train_one_epoch(
     sim.epochs_trained += 1
     value = curve(record.params, epoch)
     if value is None:
-        sim.records[record.name] = record.with_changes(
-            state=TrialState.FAILED,
-            reason="Crashed",
-            message="the curve said so",
-            finished_at=float(tick),
+        sim.records[record.name] = transitions.failed(
+            record, "Crashed", "the curve said so", float(tick)
         )
         return
-    target = record.fidelity or 1
-    intermediate = [*record.intermediate, (epoch, value)]
-    if epoch < target:
-        sim.records[record.name] = record.with_changes(intermediate=intermediate)
+    record = transitions.progressed(record, [(epoch, value)])
+    if epoch < (record.fidelity or 1):
+        sim.records[record.name] = record
         return
-    metrics = {metric: value}
-    sim.records[record.name] = record.with_changes(
-        state=TrialState.SUCCEEDED,
-        intermediate=intermediate,
-        metrics=metrics,
-        results={**record.results, target: metrics},
+    sim.records[record.name] = transitions.succeeded(
+        record,
+        {metric: value},
         checkpoint=f"checkpoints/{record.name}/epoch-{epoch}.pt",
-        finished_at=float(tick),
+        source="simulation",
+        now=float(tick),
     )

@@ -1,0 +1,176 @@
+"""The one owner of trial-record transitions, and the one way to apply the engine's decisions.
+
+Every runtime (local processes, the operator, the simulator) moves a record to its next state
+only through these pure functions, and applies :class:`Decisions` only through
+:func:`apply_decisions`, so they reset the same fields and act in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from kubenas.api.records import TrialRecord, TrialState
+from kubenas.engine import Decisions, StartTrial
+from kubenas.schedulers import Promotion, Stop
+
+
+def created(name: str, start: StartTrial, now: float) -> TrialRecord:
+    """A new trial, waiting to run: its clock has not started, its queue time has."""
+    return TrialRecord(
+        name=name,
+        index=start.index,
+        params=start.params,
+        key=start.key,
+        state=TrialState.PENDING,
+        fidelity=start.fidelity,
+        created_at=now,
+        queued_at=now,
+    )
+
+
+def started(record: TrialRecord, at: float) -> TrialRecord:
+    """Its process or container started at ``at``: the trial's clock runs from here, and the
+    wait since it was queued is added to its queue time. A record already running is kept."""
+    if record.state is TrialState.RUNNING:
+        return record
+    waited = 0.0 if record.queued_at is None else max(0.0, at - record.queued_at)
+    return record.with_changes(
+        state=TrialState.RUNNING,
+        started_at=at,
+        queued_at=None,
+        queue_seconds=record.queue_seconds + waited,
+        intermediate=[],
+    )
+
+
+def resumed(record: TrialRecord, resume_from: str | None, now: float) -> TrialRecord:
+    """A run interrupted by a restart of its runtime, queued again from its latest checkpoint."""
+    return record.with_changes(
+        state=TrialState.PENDING, resumed_from=resume_from, started_at=None, queued_at=now
+    )
+
+
+def progressed(record: TrialRecord, points: list[tuple[int, float]]) -> TrialRecord:
+    """Per-epoch objective values of the current run; epochs already recorded are ignored."""
+    last = record.intermediate[-1][0] if record.intermediate else 0
+    fresh = sorted(p for p in points if p[0] > last)
+    if not fresh:
+        return record
+    return record.with_changes(intermediate=[*record.intermediate, *fresh])
+
+
+def succeeded(
+    record: TrialRecord,
+    metrics: Mapping[str, float],
+    *,
+    checkpoint: str | None,
+    source: str,
+    now: float,
+) -> TrialRecord:
+    """A finished run: its metrics are folded into the results of its fidelity."""
+    values = dict(metrics)
+    return record.with_changes(
+        state=TrialState.SUCCEEDED,
+        metrics=values,
+        results={**record.results, record.fidelity or 0: values},
+        checkpoint=checkpoint,
+        metrics_source=source,
+        reason=None,
+        message=None,
+        finished_at=now,
+    )
+
+
+def failed(record: TrialRecord, reason: str, message: str, now: float) -> TrialRecord:
+    return record.with_changes(
+        state=TrialState.FAILED, reason=reason, message=message, finished_at=now
+    )
+
+
+def stopped(record: TrialRecord, stop: Stop, now: float, detail: str = "") -> TrialRecord:
+    """A deliberate stop, or a failure (a timeout) when the stop says so; ``detail`` is what the
+    run left behind (its stderr tail)."""
+    if stop.failed:
+        return failed(record, stop.reason, f"{stop.message}\n{detail}".strip(), now)
+    return record.with_changes(
+        state=TrialState.STOPPED, reason=stop.reason, message=stop.message, finished_at=now
+    )
+
+
+def promoted(record: TrialRecord, promotion: Promotion, now: float) -> TrialRecord:
+    """Queued again for more training, resuming from its checkpoint; nothing of the last run's
+    end (reason, finish time, per-epoch values) carries over."""
+    return record.with_changes(
+        state=TrialState.PENDING,
+        fidelity=promotion.fidelity,
+        resumed_from=promotion.resume_from,
+        intermediate=[],
+        reason=None,
+        message=f"promoted to fidelity {promotion.fidelity}",
+        started_at=None,
+        finished_at=None,
+        queued_at=now,
+    )
+
+
+class Effects(Protocol):
+    """What a runtime does for each applied decision; the records themselves are decided here."""
+
+    def halt(self, record: TrialRecord) -> str:
+        """End the record's current run; returns what the run left to say (e.g. stderr tail)."""
+        ...
+
+    def save(self, before: TrialRecord | None, after: TrialRecord) -> None:
+        """Persist ``after`` (``before`` is None for a new trial)."""
+        ...
+
+    def launch(self, record: TrialRecord) -> TrialRecord:
+        """Start a run of a saved, pending record; returns the record as the runtime left it
+        (running, where the runtime starts it at once)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The records after applying, by name, and which of them changed."""
+
+    records: dict[str, TrialRecord]
+    changed: tuple[str, ...]
+
+
+def apply_decisions(
+    decisions: Decisions,
+    records: Mapping[str, TrialRecord],
+    effects: Effects,
+    *,
+    name_of: Callable[[int], str],
+    now: float,
+) -> Applied:
+    """Stops first (they free slots), then promotions, then new trials: each record is saved
+    before its run is launched, so a crash in between leaves a pending record to resume."""
+    out = dict(records)
+    changed: list[str] = []
+    for stop in decisions.stop:
+        before = out.get(stop.trial)
+        if before is None or not before.state.active:
+            continue
+        detail = effects.halt(before)
+        after = stopped(before, stop, now, detail)
+        effects.save(before, after)
+        out[stop.trial] = after
+        changed.append(stop.trial)
+    for promotion in decisions.promote:
+        before = out[promotion.trial]
+        after = promoted(before, promotion, now)
+        effects.save(before, after)
+        out[promotion.trial] = effects.launch(after)
+        changed.append(promotion.trial)
+    for start in decisions.start:
+        name = name_of(start.index)
+        record = created(name, start, now)
+        effects.save(None, record)
+        out[name] = effects.launch(record)
+        changed.append(name)
+    return Applied(records=out, changed=tuple(changed))
