@@ -185,3 +185,21 @@ def test_a_changed_spec_does_not_mix_into_an_old_run(tmp_path: Path) -> None:
     done = _kubenas("run", str(_write(path, doc)), "--out", str(out), "--quiet")
     assert done.returncode == 2
     assert "use another --out" in done.stderr
+
+
+def test_promoted_runs_carry_nothing_of_the_last_runs_end(tmp_path: Path) -> None:
+    """ASHA promotions go through the shared transitions: while a promoted trial runs again,
+    its record has no finish time or reason left over from the rung it completed."""
+    path = _custom_experiment(tmp_path, ["ok"], maxTrials=4)
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["fidelity"] = {"min": 1, "max": 3, "scheduler": "asha", "reductionFactor": 2}
+    path.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "out"
+    done = _kubenas("run", str(path), "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    history = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    reruns = [r for r in history if r["state"] == "Running" and r["results"]]
+    assert reruns, "no trial was promoted"
+    assert all(r["finished_at"] is None for r in reruns)
+    assert all(r["reason"] is None for r in reruns)
+    assert all(r["started_at"] is not None and r["queued_at"] is None for r in reruns)
