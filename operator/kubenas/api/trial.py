@@ -46,19 +46,29 @@ class TrialStatus(WireModel):
     results: list[RungResult] = Field(default_factory=list)
     intermediate: list[EpochValue] = Field(default_factory=list)
     checkpoint: str | None = None
+    metrics_source: str | None = Field(
+        default=None, description="where the final metrics were read from"
+    )
     reason: str | None = None
     message: str | None = None
+    queued_at: str | None = Field(
+        default=None, description="when the current run was asked for, while it waits to start"
+    )
+    queue_seconds: float = Field(
+        default=0.0, description="seconds all runs waited between being asked for and starting"
+    )
     start_time: str | None = None
     completion_time: str | None = None
 
 
-def _to_rfc3339(seconds: float | None) -> str | None:
+def to_rfc3339(seconds: float | None) -> str | None:
+    """A timestamp as the API server stores them (RFC 3339, UTC, whole seconds)."""
     if seconds is None:
         return None
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _from_rfc3339(text: str | None) -> float | None:
+def from_rfc3339(text: str | None) -> float | None:
     if not text:
         return None
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
@@ -79,10 +89,13 @@ def to_record(name: str, spec: TrialSpec, status: TrialStatus | None) -> TrialRe
         results={r.fidelity: r.metrics for r in status.results},
         intermediate=[(p.epoch, p.value) for p in status.intermediate],
         checkpoint=status.checkpoint,
+        metrics_source=status.metrics_source,
         reason=status.reason,
         message=status.message,
-        started_at=_from_rfc3339(status.start_time),
-        finished_at=_from_rfc3339(status.completion_time),
+        queued_at=from_rfc3339(status.queued_at),
+        queue_seconds=status.queue_seconds,
+        started_at=from_rfc3339(status.start_time),
+        finished_at=from_rfc3339(status.completion_time),
     )
 
 
@@ -97,8 +110,11 @@ def status_of(record: TrialRecord, job: str | None) -> TrialStatus:
         results=[RungResult(fidelity=f, metrics=m) for f, m in sorted(record.results.items())],
         intermediate=[EpochValue(epoch=e, value=v) for e, v in record.intermediate],
         checkpoint=record.checkpoint,
+        metrics_source=record.metrics_source,
         reason=record.reason,
         message=record.message,
-        start_time=_to_rfc3339(record.started_at),
-        completion_time=_to_rfc3339(record.finished_at),
+        queued_at=to_rfc3339(record.queued_at),
+        queue_seconds=round(record.queue_seconds, 3),
+        start_time=to_rfc3339(record.started_at),
+        completion_time=to_rfc3339(record.finished_at),
     )

@@ -1,0 +1,77 @@
+"""Wire model of ``NASExperiment.status``: what the operator tells people and pipelines.
+
+Conditions that kstatus and ``kubectl wait`` read, counters by trial state with the time trials
+waited to start, the best trial and a bounded Pareto front; never a list of every trial (those
+are ``NASTrial`` objects). ``tests/unit/test_crd_status.py`` keeps it in step with the CRD.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from kubenas.api._base import WireModel
+
+PARETO_LIMIT = 20
+
+
+class Condition(WireModel):
+    """A standard Kubernetes condition (``metav1.Condition``)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class TrialCounts(WireModel):
+    """Trials by state, and how long they waited between being asked for and starting (for a
+    GPU, a quota, a node): the part of an experiment's wall time no trainer ran."""
+
+    total: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    stopped: int
+    done: int
+    queue_seconds: float = Field(default=0.0, description="seconds all trial runs waited")
+    mean_queue_seconds: float = Field(
+        default=0.0, description="mean wait of the trials that started at least once"
+    )
+
+
+class BestTrial(WireModel):
+    name: str
+    objective: float | None = None
+    fidelity: int | None = None
+    architecture: dict[str, Any]
+    metrics: dict[str, float]
+
+
+class ParetoMember(WireModel):
+    name: str
+    metrics: dict[str, float]
+
+
+class ExperimentStatus(WireModel):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    trials: TrialCounts | None = None
+    best_trial: BestTrial | None = None
+    pareto_front: list[ParetoMember] | None = Field(default=None, max_length=PARETO_LIMIT)
+    start_time: str | None = None
+    completion_time: str | None = None
+    finish_reason: str | None = None
+
+    def condition(self, kind: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == kind), None)
+
+    def to_patch(self) -> dict[str, Any]:
+        """A JSON merge patch that makes the stored status this one: fields left out here are
+        sent as null, which removes them (a search resumed after finishing loses its end)."""
+        cleared = {info.alias or name: None for name, info in type(self).model_fields.items()}
+        return {**cleared, **self.to_wire()}
