@@ -35,13 +35,13 @@ def test_ci_runs_the_lint_gates_before_the_tests() -> None:
 
 
 def test_format_check_fails_on_a_misformatted_file(tmp_path: Path) -> None:
-    copy = tmp_path / "gpus.py"
-    shutil.copy(REPO / "hack" / "kubenas_devcluster" / "gpus.py", copy)
-    check = ("-m", "ruff", "format", "--check", "--config", str(PYPROJECT), str(copy))
+    sample = tmp_path / "gpus.py"
+    shutil.copy(REPO / "hack" / "kubenas_devcluster" / "gpus.py", sample)
+    check = ("-m", "ruff", "format", "--check", "--config", str(PYPROJECT), str(sample))
     assert _run(sys.executable, *check).returncode == 0
-    source = copy.read_text()
-    copy.write_text(source.replace(" = ", "="))
-    assert copy.read_text() != source
+    source = sample.read_text()
+    sample.write_text(source.replace(" = ", "="))
+    assert sample.read_text() != source
     assert _run(sys.executable, *check).returncode == 1
 
 
@@ -50,6 +50,6 @@ def test_mypy_rejects_an_unannotated_test(tmp_path: Path) -> None:
     untyped.write_text("def test_path(tmp_path):\n    assert tmp_path.exists()\n")
     cache = str(tmp_path / "mypy-cache")
     mypy = ("-m", "mypy", "--config-file", str(PYPROJECT), "--cache-dir", cache)
-    typing = _run(sys.executable, *mypy, str(untyped), cwd=tmp_path)
-    assert typing.returncode == 1
-    assert "[no-untyped-def]" in typing.stdout
+    checked = _run(sys.executable, *mypy, str(untyped), cwd=tmp_path)
+    assert checked.returncode == 1
+    assert "[no-untyped-def]" in checked.stdout
