@@ -19,12 +19,20 @@ def main(argv: list[str] | None = None) -> int:
     up = commands.add_parser("up", help="start the cluster in the background")
     down = commands.add_parser("down", help="stop everything `up` started")
     for sub in (up, down):
-        sub.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR,
-                         help="where PIDs, logs, kubeconfig and env live (default: %(default)s)")
+        sub.add_argument(
+            "--state-dir",
+            type=Path,
+            default=DEFAULT_STATE_DIR,
+            help="where PIDs, logs, kubeconfig and env live (default: %(default)s)",
+        )
     up.add_argument("--gpus", type=int, default=2, help="nvidia.com/gpu capacity of each node")
     up.add_argument("--nodes", type=int, default=1)
-    up.add_argument("--operator-metrics-port", type=int, default=None,
-                    help="port Prometheus scrapes for operator metrics (default: a free one)")
+    up.add_argument(
+        "--operator-metrics-port",
+        type=int,
+        default=None,
+        help="port Prometheus scrapes for operator metrics (default: a free one)",
+    )
     agent = commands.add_parser("agent", help="run the node agent (started by `up`)")
     agent.add_argument("--kubeconfig", type=Path, required=True)
     agent.add_argument("--work-dir", type=Path, required=True)
@@ -36,14 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "up":
         started = time.monotonic()
         try:
-            running = cluster.Cluster.start(args.state_dir, gpus=args.gpus, nodes=args.nodes,
-                                            operator_metrics_port=args.operator_metrics_port)
+            running = cluster.Cluster.start(
+                args.state_dir,
+                gpus=args.gpus,
+                nodes=args.nodes,
+                operator_metrics_port=args.operator_metrics_port,
+            )
         except cluster.BinariesMissing as error:
             print(error, file=sys.stderr)
             return 2
-        print(f"dev cluster up in {time.monotonic() - started:.1f} s: API {running.server}, "
-              f"nodes {', '.join(running.nodes)} ({args.gpus} GPUs each), "
-              f"Prometheus {running.prometheus_url}, Pushgateway {running.pushgateway_url}")
+        print(
+            f"dev cluster up in {time.monotonic() - started:.1f} s: API {running.server}, "
+            f"nodes {', '.join(running.nodes)} ({args.gpus} GPUs each), "
+            f"Prometheus {running.prometheus_url}, Pushgateway {running.pushgateway_url}"
+        )
         print(f"use it with:  source {running.state_dir / 'env'}")
     elif args.command == "down":
         cluster.stop(args.state_dir)

@@ -39,12 +39,21 @@ class ApiClient:
         self._session.verify = str(credentials.ca_file)
         self._session.cert = (str(credentials.cert_file), str(credentials.key_file))
 
-    def request(self, method: str, path: str, body: Json | None = None,
-                params: dict[str, str] | None = None, content_type: str = "application/json",
-                timeout: float = 30.0) -> Json:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Json | None = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        timeout: float = 30.0,
+    ) -> Json:
         """Send one request and return the decoded answer; raise :class:`ApiError` otherwise."""
         response = self._session.request(
-            method, self.server + path, params=params, timeout=timeout,
+            method,
+            self.server + path,
+            params=params,
+            timeout=timeout,
             data=json.dumps(body) if body is not None else None,
             headers={"Content-Type": content_type, "Accept": "application/json"},
         )
@@ -68,10 +77,15 @@ class ApiClient:
 
     def watch(self, path: str, params: dict[str, str], timeout: float) -> Iterator[Json]:
         """Yield watch events until the server closes the stream (after ``timeout`` seconds)."""
-        query = {**params, "watch": "true", "allowWatchBookmarks": "true",
-                 "timeoutSeconds": str(int(timeout))}
-        with self._session.get(self.server + path, params=query, stream=True,
-                               timeout=(10, timeout + 30)) as response:
+        query = {
+            **params,
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(int(timeout)),
+        }
+        with self._session.get(
+            self.server + path, params=query, stream=True, timeout=(10, timeout + 30)
+        ) as response:
             if response.status_code >= 300:
                 raise ApiError(response.status_code, response.text)
             # chunk_size=None hands over each chunk as the server flushes it (one per event);

@@ -39,8 +39,10 @@ class Binary:
 
 
 BINARIES = (
-    *(Binary(name, ("--version",), f"Kubernetes {KUBERNETES_VERSION}")
-      for name in KUBE_COMMANDS[:3]),
+    *(
+        Binary(name, ("--version",), f"Kubernetes {KUBERNETES_VERSION}")
+        for name in KUBE_COMMANDS[:3]
+    ),
     Binary("kubectl", ("version", "--client"), f"Client Version: {KUBERNETES_VERSION}"),
     Binary("etcd", ("--version",), f"etcd Version: {ETCD_VERSION.lstrip('v')}"),
     Binary("helm", ("version", "--short"), HELM_VERSION),
@@ -76,8 +78,11 @@ def ensure_prerequisites() -> None:
     print(f"kubenas_devcluster: binaries in {directory}", flush=True)
     missing = set(missing_binaries(directory))
     if missing & set(KUBE_COMMANDS):
-        _timed("build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl "
-               f"{KUBERNETES_VERSION}", lambda: _build_kubernetes(directory))
+        _timed(
+            "build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl "
+            f"{KUBERNETES_VERSION}",
+            lambda: _build_kubernetes(directory),
+        )
     if "etcd" in missing:
         _timed(f"build etcd {ETCD_VERSION}", lambda: _build_etcd(directory))
     if "helm" in missing:
@@ -123,8 +128,11 @@ def _go(args: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> st
     command = ["nice", "-n", "10", "go", *args]
     print(f"  $ {' '.join(args[:6])}{' ...' if len(args) > 6 else ''}", flush=True)
     result = subprocess.run(
-        command, cwd=cwd, env={**os.environ, "CGO_ENABLED": "0", **(env or {})},
-        stdout=subprocess.PIPE, text=True,
+        command,
+        cwd=cwd,
+        env={**os.environ, "CGO_ENABLED": "0", **(env or {})},
+        stdout=subprocess.PIPE,
+        text=True,
     )
     if result.returncode != 0:
         raise RuntimeError(f"go {' '.join(args)} failed with exit code {result.returncode}")
@@ -142,16 +150,21 @@ def _scratch_module(name: str) -> Path:
 
 def _staging_modules(module_dir: Path) -> list[str]:
     """The ``k8s.io/X => ./staging/...`` replacements listed in k8s.io/kubernetes' go.mod."""
-    info = json.loads(_go(["mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"],
-                          cwd=module_dir))
+    info = json.loads(
+        _go(["mod", "download", "-json", f"k8s.io/kubernetes@{KUBERNETES_VERSION}"], cwd=module_dir)
+    )
     go_mod = Path(info["GoMod"]).read_text()
     return sorted(set(re.findall(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", go_mod, re.M)))
 
 
 def _version_ldflags() -> str:
     major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
-    stamps = {"gitVersion": KUBERNETES_VERSION, "gitMajor": major, "gitMinor": minor,
-              "gitTreeState": "clean"}
+    stamps = {
+        "gitVersion": KUBERNETES_VERSION,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+    }
     packages = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
     flags = [f"-X {pkg}.{key}={value}" for pkg in packages for key, value in stamps.items()]
     return " ".join(["-s", "-w", *flags])
@@ -164,26 +177,53 @@ def _build_kubernetes(out: Path) -> None:
     _go(["mod", "edit", *(f"-replace={m}={m}@{STAGING_VERSION}" for m in staging)], cwd=module)
     packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS]
     _go(["get", "-tool", *(f"{p}@{KUBERNETES_VERSION}" for p in packages)], cwd=module)
-    _go(["build", "-trimpath", "-tags", "selinux,notest", "-ldflags", _version_ldflags(),
-         "-o", f"{out}/", *packages], cwd=module)
+    _go(
+        [
+            "build",
+            "-trimpath",
+            "-tags",
+            "selinux,notest",
+            "-ldflags",
+            _version_ldflags(),
+            "-o",
+            f"{out}/",
+            *packages,
+        ],
+        cwd=module,
+    )
 
 
 def _build_etcd(out: Path) -> None:
     module = _scratch_module("etcd")
     _go(["get", "-tool", f"go.etcd.io/etcd/server/v3@{ETCD_VERSION}"], cwd=module)
-    _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "etcd"),
-         "go.etcd.io/etcd/server/v3"], cwd=module)
+    _go(
+        [
+            "build",
+            "-trimpath",
+            "-ldflags",
+            "-s -w",
+            "-o",
+            str(out / "etcd"),
+            "go.etcd.io/etcd/server/v3",
+        ],
+        cwd=module,
+    )
 
 
 def _build_helm(out: Path) -> None:
     ldflags = f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
-    _go(["install", "-trimpath", "-ldflags", ldflags, f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
-        cwd=cache_dir(), env={"GOBIN": str(out)})
+    _go(
+        ["install", "-trimpath", "-ldflags", ldflags, f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
+        cwd=cache_dir(),
+        env={"GOBIN": str(out)},
+    )
 
 
 def _apt_install(packages: list[str]) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+    ):
         subprocess.run([*prefix, *command], env=env, check=True, stdout=sys.stderr)

@@ -44,38 +44,57 @@ def write_pki(directory: Path) -> Pki:
         .add_extension(_key_usage(cert_sign=True), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    pki = Pki(*(directory / name for name in (
-        "ca.crt", "apiserver.crt", "apiserver.key", "admin.crt", "admin.key", "sa.key", "sa.pub",
-    )))
+    pki = Pki(
+        *(
+            directory / name
+            for name in (
+                "ca.crt",
+                "apiserver.crt",
+                "apiserver.key",
+                "admin.crt",
+                "admin.key",
+                "sa.key",
+                "sa.pub",
+            )
+        )
+    )
     _write_cert(pki.ca_cert, ca_cert)
 
     serving_key = ec.generate_private_key(ec.SECP256R1())
-    sans = x509.SubjectAlternativeName([
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes.default.svc"),
-    ])
-    serving = _leaf(ca_cert, ca_key, serving_key, "kube-apiserver", None,
-                    ExtendedKeyUsageOID.SERVER_AUTH).add_extension(sans, critical=False)
+    sans = x509.SubjectAlternativeName(
+        [
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+            x509.DNSName("localhost"),
+            x509.DNSName("kubernetes.default.svc"),
+        ]
+    )
+    serving = _leaf(
+        ca_cert, ca_key, serving_key, "kube-apiserver", None, ExtendedKeyUsageOID.SERVER_AUTH
+    ).add_extension(sans, critical=False)
     _write_cert(pki.serving_cert, serving.sign(ca_key, hashes.SHA256()))
     _write_key(pki.serving_key, serving_key)
 
     admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin = _leaf(ca_cert, ca_key, admin_key, "admin", "system:masters",
-                  ExtendedKeyUsageOID.CLIENT_AUTH)
+    admin = _leaf(
+        ca_cert, ca_key, admin_key, "admin", "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH
+    )
     _write_cert(pki.admin_cert, admin.sign(ca_key, hashes.SHA256()))
     _write_key(pki.admin_key, admin_key)
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_private_key, sa_key)
-    pki.sa_public_key.write_bytes(sa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    pki.sa_public_key.write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     return pki
 
 
-def _builder(subject: x509.Name, issuer: x509.Name,
-             key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -88,9 +107,14 @@ def _builder(subject: x509.Name, issuer: x509.Name,
     )
 
 
-def _leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-          key: ec.EllipticCurvePrivateKey, common_name: str, organization: str | None,
-          usage: x509.ObjectIdentifier) -> x509.CertificateBuilder:
+def _leaf(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    organization: str | None,
+    usage: x509.ObjectIdentifier,
+) -> x509.CertificateBuilder:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
@@ -99,16 +123,23 @@ def _leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
     )
 
 
 def _key_usage(cert_sign: bool) -> x509.KeyUsage:
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=not cert_sign,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
-        crl_sign=cert_sign, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not cert_sign,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -117,7 +148,11 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
-    path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     path.chmod(0o600)

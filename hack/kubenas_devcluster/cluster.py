@@ -26,8 +26,15 @@ from kubenas_devcluster.certs import write_pki
 from kubenas_devcluster.kubeconfig import read_admin_credentials, write_admin_kubeconfig
 
 # Reverse start order: the agent first, so pods end while the API server can still hear it.
-STOP_ORDER = ("nodeagent", "kube-scheduler", "kube-controller-manager", "kube-apiserver",
-              "etcd", "prometheus", "pushgateway")
+STOP_ORDER = (
+    "nodeagent",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+    "prometheus",
+    "pushgateway",
+)
 NODE_PREFIX = "kubenas-node-"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,21 +57,31 @@ class Cluster:
     nodes: tuple[str, ...]
 
     @classmethod
-    def start(cls, state_dir: Path, gpus: int = 2, nodes: int = 1,
-              operator_metrics_port: int | None = None, bin_dir: Path | None = None,
-              timeout: float = 90.0, audit_log: Path | None = None) -> Cluster:
+    def start(
+        cls,
+        state_dir: Path,
+        gpus: int = 2,
+        nodes: int = 1,
+        operator_metrics_port: int | None = None,
+        bin_dir: Path | None = None,
+        timeout: float = 90.0,
+        audit_log: Path | None = None,
+    ) -> Cluster:
         """Start every component on free loopback ports; return once a pod can be scheduled.
         ``audit_log``: where the API server writes its audit log (none by default)."""
         bin_dir = bin_dir or binaries.bin_dir()
         missing = binaries.missing_binaries(bin_dir) + binaries.missing_debian_commands()
         if missing:
-            raise BinariesMissing(f"dev cluster binaries missing or stale in {bin_dir}: "
-                                  f"{', '.join(missing)}; run `make cluster-binaries`")
+            raise BinariesMissing(
+                f"dev cluster binaries missing or stale in {bin_dir}: "
+                f"{', '.join(missing)}; run `make cluster-binaries`"
+            )
         state_dir = state_dir.resolve()
         _clear_state(state_dir)
         try:
-            return _start(state_dir, bin_dir, gpus, nodes, operator_metrics_port, timeout,
-                          audit_log)
+            return _start(
+                state_dir, bin_dir, gpus, nodes, operator_metrics_port, timeout, audit_log
+            )
         except BaseException:
             stop(state_dir)
             raise
@@ -73,9 +90,13 @@ class Cluster:
     def load(cls, state_dir: Path) -> Cluster:
         """The cluster recorded in ``state_dir`` by :meth:`start` (maybe in another process)."""
         raw = json.loads((state_dir / "cluster.json").read_text())
-        return cls(**{**raw, **{key: Path(raw[key])
-                                for key in ("state_dir", "bin_dir", "kubeconfig")},
-                      "nodes": tuple(raw["nodes"])})
+        return cls(
+            **{
+                **raw,
+                **{key: Path(raw[key]) for key in ("state_dir", "bin_dir", "kubeconfig")},
+                "nodes": tuple(raw["nodes"]),
+            }
+        )
 
     def stop(self) -> None:
         stop(self.state_dir)
@@ -92,9 +113,12 @@ class Cluster:
 
     def write_env_file(self) -> Path:
         path = self.state_dir / "env"
-        lines = [f"export {key}={shlex.quote(value)}" for key, value in self.env().items()
-                 if key != "PATH"]
-        lines.append(f"export PATH={shlex.quote(str(self.bin_dir))}:\"$PATH\"")
+        lines = [
+            f"export {key}={shlex.quote(value)}"
+            for key, value in self.env().items()
+            if key != "PATH"
+        ]
+        lines.append(f'export PATH={shlex.quote(str(self.bin_dir))}:"$PATH"')
         path.write_text("\n".join(lines) + "\n")
         return path
 
@@ -124,13 +148,21 @@ def _clear_state(state_dir: Path) -> None:
     state_dir.mkdir(parents=True)
 
 
-def _start(state_dir: Path, bin_dir: Path, gpus: int, nodes: int,
-           operator_metrics_port: int | None, timeout: float,
-           audit_log: Path | None) -> Cluster:
+def _start(
+    state_dir: Path,
+    bin_dir: Path,
+    gpus: int,
+    nodes: int,
+    operator_metrics_port: int | None,
+    timeout: float,
+    audit_log: Path | None,
+) -> Cluster:
     deadline = time.monotonic() + timeout
     pki = write_pki(state_dir / "pki")
-    ports = {name: procs.free_port() for name in (
-        "etcd", "etcd-peer", "apiserver", "prometheus", "pushgateway", "operator")}
+    ports = {
+        name: procs.free_port()
+        for name in ("etcd", "etcd-peer", "apiserver", "prometheus", "pushgateway", "operator")
+    }
     if operator_metrics_port is not None:
         ports["operator"] = operator_metrics_port
     server = f"https://127.0.0.1:{ports['apiserver']}"
@@ -141,42 +173,78 @@ def _start(state_dir: Path, bin_dir: Path, gpus: int, nodes: int,
     def left() -> float:
         return max(deadline - time.monotonic(), 1.0)
 
-    etcd = procs.spawn("etcd", controlplane.etcd_argv(
-        bin_dir, state_dir / "etcd-data", ports["etcd"], ports["etcd-peer"]), state_dir)
-    gateway = procs.spawn("pushgateway", prometheus.pushgateway_argv(ports["pushgateway"]),
-                          state_dir)
-    prom = procs.spawn("prometheus", prometheus.prometheus_argv(
-        state_dir / "prometheus", ports["prometheus"], pushgateway,
-        f"127.0.0.1:{ports['operator']}"), state_dir)
+    etcd = procs.spawn(
+        "etcd",
+        controlplane.etcd_argv(bin_dir, state_dir / "etcd-data", ports["etcd"], ports["etcd-peer"]),
+        state_dir,
+    )
+    gateway = procs.spawn(
+        "pushgateway", prometheus.pushgateway_argv(ports["pushgateway"]), state_dir
+    )
+    prom = procs.spawn(
+        "prometheus",
+        prometheus.prometheus_argv(
+            state_dir / "prometheus",
+            ports["prometheus"],
+            pushgateway,
+            f"127.0.0.1:{ports['operator']}",
+        ),
+        state_dir,
+    )
     procs.wait_until_ready("etcd", f"http://127.0.0.1:{ports['etcd']}/health", etcd, left())
     audit = None
     if audit_log is not None:
         audit = (state_dir / "audit-policy.yaml", audit_log)
         audit[0].write_text(controlplane.AUDIT_POLICY)
-    apiserver = procs.spawn("kube-apiserver", controlplane.apiserver_argv(
-        bin_dir, pki, ports["apiserver"], ports["etcd"], audit), state_dir)
+    apiserver = procs.spawn(
+        "kube-apiserver",
+        controlplane.apiserver_argv(bin_dir, pki, ports["apiserver"], ports["etcd"], audit),
+        state_dir,
+    )
     tls = ssl.create_default_context(cafile=str(pki.ca_cert))
     procs.wait_until_ready("kube-apiserver", f"{server}/readyz", apiserver, left(), tls)
-    procs.spawn("kube-controller-manager",
-                controlplane.controller_manager_argv(bin_dir, pki, kubeconfig), state_dir)
+    procs.spawn(
+        "kube-controller-manager",
+        controlplane.controller_manager_argv(bin_dir, pki, kubeconfig),
+        state_dir,
+    )
     procs.spawn("kube-scheduler", controlplane.scheduler_argv(bin_dir, kubeconfig), state_dir)
     node_names = tuple(f"{NODE_PREFIX}{i}" for i in range(nodes))
-    agent_env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-                 "PYTHONPATH": os.pathsep.join(filter(None, [
-                     str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))}
-    agent = procs.spawn("nodeagent", [
-        sys.executable, "-m", "kubenas_devcluster", "agent", f"--kubeconfig={kubeconfig}",
-        f"--work-dir={state_dir / 'agent'}", *(f"--node={n}={gpus}" for n in node_names),
-    ], state_dir, env=agent_env)
+    agent_env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    agent = procs.spawn(
+        "nodeagent",
+        [
+            sys.executable,
+            "-m",
+            "kubenas_devcluster",
+            "agent",
+            f"--kubeconfig={kubeconfig}",
+            f"--work-dir={state_dir / 'agent'}",
+            *(f"--node={n}={gpus}" for n in node_names),
+        ],
+        state_dir,
+        env=agent_env,
+    )
     procs.wait_until_ready("pushgateway", f"http://{pushgateway}/-/ready", gateway, left())
-    procs.wait_until_ready("prometheus", f"http://127.0.0.1:{ports['prometheus']}/-/ready",
-                           prom, left())
+    procs.wait_until_ready(
+        "prometheus", f"http://127.0.0.1:{ports['prometheus']}/-/ready", prom, left()
+    )
     _wait_schedulable(ApiClient(read_admin_credentials(kubeconfig)), node_names, agent, left())
     prometheus.wait_scraping(f"http://127.0.0.1:{ports['prometheus']}", "pushgateway", left())
     cluster = Cluster(
-        state_dir=state_dir, bin_dir=bin_dir, kubeconfig=kubeconfig, server=server,
+        state_dir=state_dir,
+        bin_dir=bin_dir,
+        kubeconfig=kubeconfig,
+        server=server,
         prometheus_url=f"http://127.0.0.1:{ports['prometheus']}",
-        pushgateway_url=f"http://{pushgateway}", operator_metrics_port=ports["operator"],
+        pushgateway_url=f"http://{pushgateway}",
+        operator_metrics_port=ports["operator"],
         nodes=node_names,
     )
     (state_dir / "cluster.json").write_text(json.dumps(asdict(cluster), default=str, indent=2))
@@ -184,8 +252,9 @@ def _start(state_dir: Path, bin_dir: Path, gpus: int, nodes: int,
     return cluster
 
 
-def _wait_schedulable(api: ApiClient, node_names: tuple[str, ...],
-                      agent: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_schedulable(
+    api: ApiClient, node_names: tuple[str, ...], agent: subprocess.Popen[bytes], timeout: float
+) -> None:
     """Until every node is Ready without the not-ready taint (node-lifecycle lifts it) and the
     ``default`` ServiceAccount exists, i.e. until a pod in ``default`` could run."""
     deadline = time.monotonic() + timeout
@@ -206,8 +275,11 @@ def _schedulable(node: dict[str, object]) -> bool:
     status = node.get("status") or {}
     spec = node.get("spec") or {}
     assert isinstance(status, dict) and isinstance(spec, dict)
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or [])
-    tainted = any(t.get("key", "").startswith("node.kubernetes.io/")
-                  for t in spec.get("taints") or [])
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    tainted = any(
+        t.get("key", "").startswith("node.kubernetes.io/") for t in spec.get("taints") or []
+    )
     return ready and not tainted

@@ -16,40 +16,59 @@ def etcd_argv(bin_dir: Path, data_dir: Path, client_port: int, peer_port: int) -
     client = f"http://127.0.0.1:{client_port}"
     peer = f"http://127.0.0.1:{peer_port}"
     return [
-        str(bin_dir / "etcd"), "--name=node0", f"--data-dir={data_dir}",
-        f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-        f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-        f"--initial-cluster=node0={peer}", "--unsafe-no-fsync=true", "--log-level=warn",
+        str(bin_dir / "etcd"),
+        "--name=node0",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=node0={peer}",
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
     ]
 
 
 # Metadata of every answered request (who, verb, resource, response code): enough for a test
 # to measure which permissions a ServiceAccount really uses.
-AUDIT_POLICY = ("apiVersion: audit.k8s.io/v1\nkind: Policy\n"
-                "omitStages: [RequestReceived]\nrules:\n  - level: Metadata\n")
+AUDIT_POLICY = (
+    "apiVersion: audit.k8s.io/v1\nkind: Policy\n"
+    "omitStages: [RequestReceived]\nrules:\n  - level: Metadata\n"
+)
 
 
-def apiserver_argv(bin_dir: Path, pki: Pki, port: int, etcd_port: int,
-                   audit: tuple[Path, Path] | None = None) -> list[str]:
+def apiserver_argv(
+    bin_dir: Path, pki: Pki, port: int, etcd_port: int, audit: tuple[Path, Path] | None = None
+) -> list[str]:
     """``audit``: (policy file, log file) to write an audit log as JSON lines."""
     # --advertise-address and --endpoint-reconciler-type=none: these machines have no default
     # route, and nothing can reach a Service IP anyway.
-    audit_flags = [] if audit is None else [
-        f"--audit-policy-file={audit[0]}", f"--audit-log-path={audit[1]}",
-        "--audit-log-format=json",
-    ]
+    audit_flags = (
+        []
+        if audit is None
+        else [
+            f"--audit-policy-file={audit[0]}",
+            f"--audit-log-path={audit[1]}",
+            "--audit-log-format=json",
+        ]
+    )
     return [
         str(bin_dir / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1", f"--secure-port={port}", "--advertise-address=127.0.0.1",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        "--advertise-address=127.0.0.1",
         "--endpoint-reconciler-type=none",
-        f"--tls-cert-file={pki.serving_cert}", f"--tls-private-key-file={pki.serving_key}",
+        f"--tls-cert-file={pki.serving_cert}",
+        f"--tls-private-key-file={pki.serving_key}",
         f"--client-ca-file={pki.ca_cert}",
         f"--service-account-issuer=https://127.0.0.1:{port}",
         f"--service-account-key-file={pki.sa_public_key}",
         f"--service-account-signing-key-file={pki.sa_private_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--authorization-mode=RBAC", "--profiling=false", *audit_flags,
+        "--authorization-mode=RBAC",
+        "--profiling=false",
+        *audit_flags,
     ]
 
 
@@ -58,15 +77,21 @@ def controller_manager_argv(bin_dir: Path, pki: Pki, kubeconfig: Path) -> list[s
     # serviceaccount(-token), namespace, pod GC, ttl-after-finished and node-lifecycle (which
     # lifts the not-ready taint from new nodes).
     return [
-        str(bin_dir / "kube-controller-manager"), f"--kubeconfig={kubeconfig}",
-        "--leader-elect=false", "--secure-port=0",
+        str(bin_dir / "kube-controller-manager"),
+        f"--kubeconfig={kubeconfig}",
+        "--leader-elect=false",
+        "--secure-port=0",
         f"--service-account-private-key-file={pki.sa_private_key}",
-        f"--root-ca-file={pki.ca_cert}", "--profiling=false",
+        f"--root-ca-file={pki.ca_cert}",
+        "--profiling=false",
     ]
 
 
 def scheduler_argv(bin_dir: Path, kubeconfig: Path) -> list[str]:
     return [
-        str(bin_dir / "kube-scheduler"), f"--kubeconfig={kubeconfig}",
-        "--leader-elect=false", "--secure-port=0", "--profiling=false",
+        str(bin_dir / "kube-scheduler"),
+        f"--kubeconfig={kubeconfig}",
+        "--leader-elect=false",
+        "--secure-port=0",
+        "--profiling=false",
     ]

@@ -28,8 +28,9 @@ def write_admin_kubeconfig(path: Path, server: str, pki: Pki) -> None:
     _write(path, server, {"certificate-authority": str(pki.ca_cert)}, user, namespace=None)
 
 
-def write_token_kubeconfig(path: Path, server: str, ca_pem: bytes, token: str,
-                           namespace: str) -> None:
+def write_token_kubeconfig(
+    path: Path, server: str, ca_pem: bytes, token: str, namespace: str
+) -> None:
     """A pod's kubeconfig: its ServiceAccount token, defaulting to its own namespace."""
     cluster = {"certificate-authority-data": base64.b64encode(ca_pem).decode()}
     _write(path, server, cluster, {"token": token}, namespace=namespace)
@@ -41,13 +42,16 @@ def read_admin_credentials(path: Path) -> AdminCredentials:
     cluster = config["clusters"][0]["cluster"]
     user = config["users"][0]["user"]
     return AdminCredentials(
-        server=cluster["server"], ca_file=Path(cluster["certificate-authority"]),
-        cert_file=Path(user["client-certificate"]), key_file=Path(user["client-key"]),
+        server=cluster["server"],
+        ca_file=Path(cluster["certificate-authority"]),
+        cert_file=Path(user["client-certificate"]),
+        key_file=Path(user["client-key"]),
     )
 
 
-def _write(path: Path, server: str, cluster: dict[str, str], user: dict[str, str],
-           namespace: str | None) -> None:
+def _write(
+    path: Path, server: str, cluster: dict[str, str], user: dict[str, str], namespace: str | None
+) -> None:
     context: dict[str, str] = {"cluster": "kubenas", "user": "kubenas"}
     if namespace:
         context["namespace"] = namespace

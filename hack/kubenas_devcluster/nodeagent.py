@@ -64,8 +64,14 @@ class NodeAgent:
         self._nodes = nodes
         base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         self._contexts = {
-            node.name: NodeContext(api, node.name, GpuAllocator(node.gpu_indices),
-                                   work_dir / node.name, base_env, sys.executable)
+            node.name: NodeContext(
+                api,
+                node.name,
+                GpuAllocator(node.gpu_indices),
+                work_dir / node.name,
+                base_env,
+                sys.executable,
+            )
             for node in nodes
         }
         self._registered_at = now()
@@ -79,8 +85,9 @@ class NodeAgent:
             self._register(node)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         for node in self._nodes:
-            threading.Thread(target=self._watch_loop, args=(node.name,), name=f"watch-{node.name}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._watch_loop, args=(node.name,), name=f"watch-{node.name}", daemon=True
+            ).start()
         self._stopping.wait()
         with self._lock:
             runners = list(self._runners.values())
@@ -93,11 +100,21 @@ class NodeAgent:
         self._stopping.set()
 
     def _register(self, node: NodeSpec) -> None:
-        body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node.name, "labels": {
-            "kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
-            "beta.kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "kubenas-local",
-        }}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": node.name,
+                "labels": {
+                    "kubernetes.io/hostname": node.name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "beta.kubernetes.io/os": "linux",
+                    "beta.kubernetes.io/arch": "amd64",
+                    "node.kubernetes.io/instance-type": "kubenas-local",
+                },
+            },
+        }
         self._retry(lambda: self._create_or_keep("/api/v1/nodes", body))
         self._retry(lambda: self._patch_node_status(node))
         self._retry(lambda: self._renew_lease(node.name))
@@ -112,32 +129,64 @@ class NodeAgent:
 
     def _patch_node_status(self, node: NodeSpec) -> None:
         stamp = now()
-        resources = {"cpu": str(os.cpu_count() or 1), "memory": _memory(), "pods": "110",
-                     "ephemeral-storage": "100Gi", GPU_RESOURCE: str(len(node.gpu_indices))}
-        pressure = {"MemoryPressure": "KubeletHasSufficientMemory",
-                    "DiskPressure": "KubeletHasNoDiskPressure",
-                    "PIDPressure": "KubeletHasSufficientPID"}
-        conditions = [{"type": kind, "status": "False", "reason": reason,
-                       "lastHeartbeatTime": stamp, "lastTransitionTime": self._registered_at}
-                      for kind, reason in pressure.items()]
-        conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                           "message": "kubenas node agent is posting ready status",
-                           "lastHeartbeatTime": stamp,
-                           "lastTransitionTime": self._registered_at})
-        self._api.patch_merge(f"/api/v1/nodes/{node.name}/status", {"status": {
-            "capacity": resources,
-            "allocatable": resources,
-            "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": LOOPBACK},
-                          {"type": "Hostname", "address": node.name}],
-            "nodeInfo": {
-                "architecture": "amd64", "operatingSystem": "linux",
-                "kernelVersion": platform.release(), "osImage": "kubenas dev cluster",
-                "containerRuntimeVersion": "kubenas://local-process",
-                "kubeletVersion": "v1.36.3", "kubeProxyVersion": "",
-                "machineID": "", "systemUUID": "", "bootID": "",
+        resources = {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": _memory(),
+            "pods": "110",
+            "ephemeral-storage": "100Gi",
+            GPU_RESOURCE: str(len(node.gpu_indices)),
+        }
+        pressure = {
+            "MemoryPressure": "KubeletHasSufficientMemory",
+            "DiskPressure": "KubeletHasNoDiskPressure",
+            "PIDPressure": "KubeletHasSufficientPID",
+        }
+        conditions = [
+            {
+                "type": kind,
+                "status": "False",
+                "reason": reason,
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": self._registered_at,
+            }
+            for kind, reason in pressure.items()
+        ]
+        conditions.append(
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "kubenas node agent is posting ready status",
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": self._registered_at,
+            }
+        )
+        self._api.patch_merge(
+            f"/api/v1/nodes/{node.name}/status",
+            {
+                "status": {
+                    "capacity": resources,
+                    "allocatable": resources,
+                    "conditions": conditions,
+                    "addresses": [
+                        {"type": "InternalIP", "address": LOOPBACK},
+                        {"type": "Hostname", "address": node.name},
+                    ],
+                    "nodeInfo": {
+                        "architecture": "amd64",
+                        "operatingSystem": "linux",
+                        "kernelVersion": platform.release(),
+                        "osImage": "kubenas dev cluster",
+                        "containerRuntimeVersion": "kubenas://local-process",
+                        "kubeletVersion": "v1.36.3",
+                        "kubeProxyVersion": "",
+                        "machineID": "",
+                        "systemUUID": "",
+                        "bootID": "",
+                    },
+                }
             },
-        }})
+        )
 
     def _heartbeat_loop(self) -> None:
         """Renew each Lease every 10 s (what node-lifecycle watches) and refresh status now and
@@ -157,21 +206,36 @@ class NodeAgent:
 
     def _renew_lease(self, name: str) -> None:
         path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
-        spec = {"holderIdentity": name, "leaseDurationSeconds": LEASE_SECONDS,
-                "renewTime": _micro_now()}
+        spec = {
+            "holderIdentity": name,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": _micro_now(),
+        }
         try:
             self._api.patch_merge(f"{path}/{name}", {"spec": spec})
         except ApiError as error:
             if error.status != 404:
                 raise
             node = self._api.get(f"/api/v1/nodes/{name}")
-            self._create_or_keep(path, {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "ownerReferences": [{
-                    "apiVersion": "v1", "kind": "Node", "name": name,
-                    "uid": node["metadata"]["uid"]}]},
-                "spec": spec,
-            })
+            self._create_or_keep(
+                path,
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {
+                        "name": name,
+                        "ownerReferences": [
+                            {
+                                "apiVersion": "v1",
+                                "kind": "Node",
+                                "name": name,
+                                "uid": node["metadata"]["uid"],
+                            }
+                        ],
+                    },
+                    "spec": spec,
+                },
+            )
 
     def _watch_loop(self, node_name: str) -> None:
         """List, then watch from the list's resourceVersion; any failure means re-list."""
@@ -190,8 +254,9 @@ class NodeAgent:
                 self._stopping.wait(1.0)
 
     def _watch_once(self, node_name: str, params: dict[str, str], version: str) -> str:
-        for event in self._api.watch("/api/v1/pods", {**params, "resourceVersion": version},
-                                     WATCH_SECONDS):
+        for event in self._api.watch(
+            "/api/v1/pods", {**params, "resourceVersion": version}, WATCH_SECONDS
+        ):
             kind, pod = event["type"], event["object"]
             if kind == "ERROR":
                 raise _Relist()
@@ -207,8 +272,11 @@ class NodeAgent:
             self._reconcile(node_name, pod)
         present = {pod["metadata"]["uid"] for pod in pods}
         with self._lock:
-            gone = [uid for uid, runner in self._runners.items()
-                    if uid not in present and runner.node_name == node_name]
+            gone = [
+                uid
+                for uid, runner in self._runners.items()
+                if uid not in present and runner.node_name == node_name
+            ]
         for uid in gone:
             self._forget(uid)
 
@@ -217,8 +285,11 @@ class NodeAgent:
         uid = meta["uid"]
         with self._lock:
             runner = self._runners.get(uid)
-            if runner is None and "deletionTimestamp" not in meta and pod.get(
-                    "status", {}).get("phase") not in ("Succeeded", "Failed"):
+            if (
+                runner is None
+                and "deletionTimestamp" not in meta
+                and pod.get("status", {}).get("phase") not in ("Succeeded", "Failed")
+            ):
                 runner = PodRunner(self._contexts[node_name], pod)
                 self._runners[uid] = runner
                 runner.start()
@@ -268,8 +339,9 @@ def _memory() -> str:
 def serve(kubeconfig: Path, node_specs: list[str], work_dir: Path) -> None:
     """Entry point of ``python -m kubenas_devcluster agent``: serve until SIGTERM/SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
-    agent = NodeAgent(ApiClient(read_admin_credentials(kubeconfig)),
-                      NodeSpec.parse_all(node_specs), work_dir)
+    agent = NodeAgent(
+        ApiClient(read_admin_credentials(kubeconfig)), NodeSpec.parse_all(node_specs), work_dir
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown())
     agent.run()

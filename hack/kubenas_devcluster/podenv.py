@@ -86,8 +86,9 @@ def _field(pod: Json, path: str) -> str:
     raise ContainerConfigError(f"unsupported fieldRef {path}")
 
 
-def _object_data(api: ApiClient, kind: str, namespace: str, name: str,
-                 optional: bool) -> dict[str, str]:
+def _object_data(
+    api: ApiClient, kind: str, namespace: str, name: str, optional: bool
+) -> dict[str, str]:
     resource = "configmaps" if kind == "configMapRef" else "secrets"
     try:
         found = api.get(f"/api/v1/namespaces/{namespace}/{resource}/{name}")

@@ -120,10 +120,14 @@ class PodRunner:
     def _run_pod(self) -> None:
         spec = self._pod["spec"]
         self._dir.mkdir(parents=True, exist_ok=True)
-        self._init = [_Container(c, ContainerState(c["name"], c.get("image", ""), init=True), [])
-                      for c in spec.get("initContainers") or []]
-        self._containers = [_Container(c, ContainerState(c["name"], c.get("image", "")), [])
-                            for c in spec["containers"]]
+        self._init = [
+            _Container(c, ContainerState(c["name"], c.get("image", ""), init=True), [])
+            for c in spec.get("initContainers") or []
+        ]
+        self._containers = [
+            _Container(c, ContainerState(c["name"], c.get("image", "")), [])
+            for c in spec["containers"]
+        ]
         if self._init:
             for container in self._containers:
                 container.status.state = {"waiting": {"reason": "PodInitializing"}}
@@ -180,8 +184,9 @@ class PodRunner:
                 if str(error) != reported:
                     reported = str(error)
                     for container in [*self._init, *self._containers]:
-                        container.status.state = {"waiting": {
-                            "reason": "CreateContainerConfigError", "message": reported}}
+                        container.status.state = {
+                            "waiting": {"reason": "CreateContainerConfigError", "message": reported}
+                        }
                     self._report("Pending")
                 self._stop.wait(1.0)
         return False
@@ -191,25 +196,31 @@ class PodRunner:
         if spec.get("restartPolicy") == "Always":
             raise ContainerConfigError(
                 f"init container {spec['name']}: sidecars (restartPolicy: Always) are not "
-                "supported by the dev cluster")
+                "supported by the dev cluster"
+            )
         declared = declared_env(self._node.api, self._pod, spec)
-        argv = [expand(part, declared)
-                for part in [*(spec.get("command") or []), *(spec.get("args") or [])]]
+        argv = [
+            expand(part, declared)
+            for part in [*(spec.get("command") or []), *(spec.get("args") or [])]
+        ]
         if not spec.get("command"):
             raise ContainerConfigError(
                 f"container {spec['name']} has no command; the dev cluster runs commands, "
-                "not images")
+                "not images"
+            )
         if _PYTHON.match(argv[0]):
             argv[0] = self._node.python
         env = dict(self._node.base_env)
         threads = _cpu_threads(spec)
         if threads is not None:
             env["OMP_NUM_THREADS"] = str(threads)
-        env.update({
-            "HOSTNAME": self._pod["metadata"]["name"],
-            "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in container.gpu_indices),
-            "KUBENAS_TERMINATION_MESSAGE_PATH": str(self._termination_file(container)),
-        })
+        env.update(
+            {
+                "HOSTNAME": self._pod["metadata"]["name"],
+                "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in container.gpu_indices),
+                "KUBENAS_TERMINATION_MESSAGE_PATH": str(self._termination_file(container)),
+            }
+        )
         if kubeconfig is not None:
             env["KUBECONFIG"] = str(kubeconfig)
         env.update(declared)
@@ -225,18 +236,30 @@ class PodRunner:
             automount = self._node.api.get(base).get("automountServiceAccountToken", True)
         if not automount:
             return None
-        answer = self._node.api.create(f"{base}/token", {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "expirationSeconds": TOKEN_SECONDS,
-                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
-                                   "name": meta["name"], "uid": meta["uid"]},
+        answer = self._node.api.create(
+            f"{base}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {
+                    "expirationSeconds": TOKEN_SECONDS,
+                    "boundObjectRef": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                    },
+                },
             },
-        })
+        )
         path = self._dir / "kubeconfig"
-        write_token_kubeconfig(path, self._node.api.server, self._node.api.ca_pem,
-                               answer["status"]["token"], meta["namespace"])
+        write_token_kubeconfig(
+            path,
+            self._node.api.server,
+            self._node.api.ca_pem,
+            answer["status"]["token"],
+            meta["namespace"],
+        )
         return path
 
     def _step(self, containers: list[_Container]) -> bool:
@@ -265,16 +288,23 @@ class PodRunner:
             termination_file.write_bytes(b"")
             with open(self._dir / f"{container.spec['name']}.log", "ab") as output:
                 container.process = subprocess.Popen(
-                    container.argv, cwd=workdir, env=container.env, stdin=subprocess.DEVNULL,
-                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+                    container.argv,
+                    cwd=workdir,
+                    env=container.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         except OSError as error:
             container.status.state = terminated(128, f"StartError: {error}", started_at)
             self._after_exit(container, 128)
             return
         (self._dir / f"{container.spec['name']}.pgid").write_text(f"{container.process.pid}\n")
         container.status.state = {"running": {"startedAt": started_at}}
-        log.info("started %s/%s as pid %d", self._path, container.spec["name"],
-                 container.process.pid)
+        log.info(
+            "started %s/%s as pid %d", self._path, container.spec["name"], container.process.pid
+        )
 
     def _finish(self, container: _Container, exit_code: int) -> None:
         assert container.process is not None
@@ -282,8 +312,9 @@ class PodRunner:
         (self._dir / f"{container.spec['name']}.pgid").unlink(missing_ok=True)
         container.process = None
         started_at = container.status.state.get("running", {}).get("startedAt", now())
-        container.status.state = terminated(exit_code, self._message(container, exit_code),
-                                            started_at)
+        container.status.state = terminated(
+            exit_code, self._message(container, exit_code), started_at
+        )
         self._after_exit(container, exit_code)
 
     def _after_exit(self, container: _Container, exit_code: int) -> None:
@@ -306,8 +337,10 @@ class PodRunner:
             data = self._termination_file(container).read_bytes()[:TERMINATION_MESSAGE_LIMIT]
             if data.strip():
                 return data.decode(errors="replace")
-        if exit_code != 0 and container.spec.get(
-                "terminationMessagePolicy") == "FallbackToLogsOnError":
+        if (
+            exit_code != 0
+            and container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
             with contextlib.suppress(OSError):
                 data = (self._dir / f"{container.spec['name']}.log").read_bytes()
                 return data[-FALLBACK_LOG_LIMIT:].decode(errors="replace")
@@ -324,7 +357,8 @@ class PodRunner:
             _kill_group(container.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(
-                c.process is not None and c.process.poll() is None for c in running):
+            c.process is not None and c.process.poll() is None for c in running
+        ):
             time.sleep(0.1)
         for container in running:
             assert container.process is not None
@@ -335,9 +369,14 @@ class PodRunner:
 
     def _report(self, phase: str, final: bool = False) -> None:
         """Patch the pod's status; a final status is retried, since Jobs wait on it."""
-        status = pod_status(phase, self._start_time, self._conditions,
-                            [c.status for c in self._init],
-                            [c.status for c in self._containers], self.uid)
+        status = pod_status(
+            phase,
+            self._start_time,
+            self._conditions,
+            [c.status for c in self._init],
+            [c.status for c in self._containers],
+            self.uid,
+        )
         for _ in range(20 if final else 1):
             try:
                 self._node.api.patch_merge(f"{self._path}/status", {"status": status})
@@ -351,15 +390,19 @@ class PodRunner:
             time.sleep(0.5)
 
 
-
 def delete_pod(api: ApiClient, pod: Json) -> None:
     """The kubelet's last word: remove the pod object now that its processes are gone."""
     meta = pod["metadata"]
     with contextlib.suppress(ApiError, OSError):
-        api.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", {
-            "apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-            "preconditions": {"uid": meta["uid"]},
-        })
+        api.delete(
+            f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+            {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "gracePeriodSeconds": 0,
+                "preconditions": {"uid": meta["uid"]},
+            },
+        )
 
 
 def _cpu_threads(container: Json) -> int | None:

@@ -90,9 +90,14 @@ class Conditions:
         return result
 
 
-def pod_status(phase: str, start_time: str, conditions: Conditions,
-               init_containers: list[ContainerState], containers: list[ContainerState],
-               pod_uid: str) -> Json:
+def pod_status(
+    phase: str,
+    start_time: str,
+    conditions: Conditions,
+    init_containers: list[ContainerState],
+    containers: list[ContainerState],
+    pod_uid: str,
+) -> Json:
     """The whole ``status`` (lists complete, as a JSON merge patch replaces lists)."""
     all_running = bool(containers) and all(c.running for c in containers)
     done = phase in ("Succeeded", "Failed")

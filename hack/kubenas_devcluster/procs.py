@@ -31,31 +31,43 @@ def free_port() -> int:
         return port
 
 
-def spawn(name: str, argv: Sequence[str], state_dir: Path,
-          env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    name: str, argv: Sequence[str], state_dir: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own process group, log to ``<name>.log``, record ``<name>.pid``."""
     log_dir, pid_dir = state_dir / "logs", state_dir / "pids"
     log_dir.mkdir(parents=True, exist_ok=True)
     pid_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"{name}.log", "ab") as log:
         process = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None, start_new_session=True,
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
         )
     (pid_dir / f"{name}.pid").write_text(f"{process.pid}\n")
     _CHILDREN[process.pid] = process
     return process
 
 
-def wait_until_ready(name: str, url: str, process: subprocess.Popen[bytes], timeout: float,
-                     tls: ssl.SSLContext | None = None) -> None:
+def wait_until_ready(
+    name: str,
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    tls: ssl.SSLContext | None = None,
+) -> None:
     """Poll ``url`` until it answers 200; fail early, with the log's tail, if the process died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with code {process.returncode} before it was ready")
-        with contextlib.suppress(OSError, urllib.error.URLError), urllib.request.urlopen(
-                url, timeout=2, context=tls) as response:
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError),
+            urllib.request.urlopen(url, timeout=2, context=tls) as response,
+        ):
             if response.status == 200:
                 return
         time.sleep(0.2)

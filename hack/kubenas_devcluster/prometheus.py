@@ -25,31 +25,44 @@ def prometheus_config(pushgateway: str, operator_metrics: str) -> dict[str, Any]
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "scrape_configs": [
-            {"job_name": "pushgateway", "honor_labels": True,
-             "static_configs": [{"targets": [pushgateway]}]},
+            {
+                "job_name": "pushgateway",
+                "honor_labels": True,
+                "static_configs": [{"targets": [pushgateway]}],
+            },
             {"job_name": "kubenas-operator", "static_configs": [{"targets": [operator_metrics]}]},
         ],
     }
 
 
-def prometheus_argv(directory: Path, port: int, pushgateway: str,
-                    operator_metrics: str) -> list[str]:
+def prometheus_argv(
+    directory: Path, port: int, pushgateway: str, operator_metrics: str
+) -> list[str]:
     """Write the config under ``directory`` and return the command line."""
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "prometheus.yml"
     config.write_text(yaml.safe_dump(prometheus_config(pushgateway, operator_metrics)))
     return [
-        "prometheus", f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-        "--storage.tsdb.retention.time=1d", "--log.level=warn",
+        "prometheus",
+        f"--config.file={config}",
+        f"--storage.tsdb.path={directory / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.enable-lifecycle",
+        "--storage.tsdb.retention.time=1d",
+        "--log.level=warn",
     ]
 
 
 def pushgateway_argv(port: int) -> list[str]:
     """In memory only: Debian's build persists to /var/lib/prometheus/pushgateway.data by
     default, which would carry one cluster's groups into every later one."""
-    return ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}",
-            "--persistence.file=", "--web.enable-admin-api", "--log.level=warn"]
+    return [
+        "prometheus-pushgateway",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--persistence.file=",
+        "--web.enable-admin-api",
+        "--log.level=warn",
+    ]
 
 
 def wait_scraping(prometheus_url: str, job: str, timeout: float) -> None:
@@ -59,8 +72,10 @@ def wait_scraping(prometheus_url: str, job: str, timeout: float) -> None:
     url = f"{prometheus_url}/api/v1/query?{query}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, urllib.error.URLError, ValueError), \
-                urllib.request.urlopen(url, timeout=2) as answer:
+        with (
+            contextlib.suppress(OSError, urllib.error.URLError, ValueError),
+            urllib.request.urlopen(url, timeout=2) as answer,
+        ):
             if json.load(answer)["data"]["result"]:
                 return
         time.sleep(0.3)

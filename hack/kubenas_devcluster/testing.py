@@ -9,8 +9,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.25) -> T:
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25) -> T:
     """Poll ``probe`` until it returns something truthy; return that, or fail saying ``what``."""
     deadline = time.monotonic() + timeout
     while True:

@@ -28,9 +28,10 @@ def test_chart_ships_the_crds_byte_for_byte() -> None:
 def test_crd_metadata_is_where_the_template_injects_labels() -> None:
     for path in (CHART / "files" / "crds").glob("*.yaml"):
         text = path.read_text()
-        assert text.count("\nmetadata:\n") == 1 and "\n  annotations:" not in text.split(
-            "\nspec:", 1
-        )[0], f"{path.name}: templates/crds.yaml replaces the top-level 'metadata:' line"
+        assert (
+            text.count("\nmetadata:\n") == 1
+            and "\n  annotations:" not in text.split("\nspec:", 1)[0]
+        ), f"{path.name}: templates/crds.yaml replaces the top-level 'metadata:' line"
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -64,10 +65,16 @@ def test_dashboards_cover_what_operators_ask() -> None:
         for node in _walk(json.loads(path.read_text()))
         if "expr" in node
     )
-    for metric in ("kubenas_experiments", "kubenas_trials", "kubenas_best_objective",
-                   "kubenas_trial_metric", "kubenas_trial_gpu_seconds_total",
-                   "kubenas_trial_duration_seconds_bucket",
-                   "kubenas_reconcile_duration_seconds_bucket", "kubenas_reconcile_errors_total"):
+    for metric in (
+        "kubenas_experiments",
+        "kubenas_trials",
+        "kubenas_best_objective",
+        "kubenas_trial_metric",
+        "kubenas_trial_gpu_seconds_total",
+        "kubenas_trial_duration_seconds_bucket",
+        "kubenas_reconcile_duration_seconds_bucket",
+        "kubenas_reconcile_errors_total",
+    ):
         assert metric in exprs, f"no panel shows {metric}"
 
 
