@@ -57,7 +57,8 @@ def benchmark_spec(strategy: str, seed: int, queries: int) -> ExperimentSpec:
             "strategy": {"name": strategy, **DEFAULT_SETTINGS.get(strategy, {})},
             "seed": seed,
             "budget": {"maxTrials": queries, "parallelTrials": 1},
-            "trial": {"dataset": "nb201-table"},
+            # Trials are table look-ups, not runs of the built-in trainer and its datasets.
+            "trial": {"dataset": "nb201-table", "command": ["nb201-table-lookup"]},
         }
     )
 
