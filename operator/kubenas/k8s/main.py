@@ -18,8 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="watch this namespace (repeatable); default: all namespaces",
     )
+    parser.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics")
     parser.add_argument(
-        "--metrics-port", type=int, default=8080, help="port of /metrics and /healthz"
+        "--health-port",
+        type=int,
+        default=OperatorSettings.health_port,
+        help="port of kopf's liveness endpoint /healthz (0: none)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=OperatorSettings.request_timeout_seconds,
+        help="seconds any Kubernetes API call may take",
     )
     parser.add_argument(
         "--trainer-image",
@@ -34,27 +44,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true")
 
 
+def settings_from(args: argparse.Namespace) -> OperatorSettings:
+    return OperatorSettings(
+        prometheus_url=args.prometheus_url,
+        pushgateway_url=args.pushgateway_url,
+        namespaces=tuple(args.namespace),
+        default_image=args.trainer_image,
+        allow_privileged_pods=args.allow_privileged_pods,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        request_timeout_seconds=args.request_timeout,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import kopf  # the operator's dependencies load only for this command
 
-    from kubenas.k8s import handlers
+    from kubenas.k8s import handlers  # noqa: F401  (registers the handlers with kopf)
     from kubenas.k8s.client import load_kube_config
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handlers.configure(
-        OperatorSettings(
-            prometheus_url=args.prometheus_url,
-            pushgateway_url=args.pushgateway_url,
-            namespaces=tuple(args.namespace),
-            default_image=args.trainer_image,
-            allow_privileged_pods=args.allow_privileged_pods,
-            metrics_port=args.metrics_port,
+    settings = settings_from(args)
+    load_kube_config()
+    namespaces = list(settings.namespaces)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    asyncio.run(
+        kopf.operator(
+            standalone=True,
+            namespaces=namespaces,
+            clusterwide=not namespaces,
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(settings=settings),
         )
     )
-    load_kube_config()
-    namespaces: list[str] = list(args.namespace)
-    asyncio.run(kopf.operator(standalone=True, namespaces=namespaces, clusterwide=not namespaces))
     return 0

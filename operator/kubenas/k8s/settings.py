@@ -25,5 +25,14 @@ class OperatorSettings:
     default_image: str = "kubenas-trainer:0.1.0"
     allow_privileged_pods: bool = False
     metrics_port: int = 8080
+    # kopf's liveness endpoint (``/healthz``), answered by the ``@kopf.on.probe`` handlers.
+    health_port: int = 8081
+    # Every Kubernetes API call times out; a whole pass too (an API server that hangs must not
+    # hang the experiment's loop: the pass fails and is retried with back-off).
+    connect_timeout_seconds: float = 5.0
+    request_timeout_seconds: float = 20.0
+    pass_timeout_seconds: float = 120.0
+    # Pushgateway groups whose experiment or trial is gone are looked for this often.
+    pushgateway_gc_seconds: float = 30.0
     run_as_user: int = 65532
     extra_env: dict[str, str] = field(default_factory=dict)
