@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from kubenas.api.builtin_trainer import DEFAULT_EPOCHS
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord
 
@@ -32,7 +33,11 @@ def trial_environment(
     *,
     dataset: str | None = None,
 ) -> dict[str, str]:
-    """Variables that tell a trainer what to train, for how long, and from where to resume."""
+    """Variables that tell a trainer what to train, for how long, and from where to resume.
+
+    ``KUBENAS_EPOCHS`` is always set: the trial's fidelity, or DEFAULT_EPOCHS for an experiment
+    without a ``fidelity`` block, so no trainer is left to guess how long to train.
+    """
     spec = experiment.spec
     env = {
         "KUBENAS_EXPERIMENT": experiment.name,
@@ -46,10 +51,9 @@ def trial_environment(
     }
     if experiment.metadata.namespace:
         env["KUBENAS_NAMESPACE"] = experiment.metadata.namespace
-    if record.fidelity is not None:
-        env["KUBENAS_EPOCHS"] = str(record.fidelity)
-        if spec.fidelity is not None:
-            env["KUBENAS_SCHEDULE_EPOCHS"] = str(spec.fidelity.max)
+    env["KUBENAS_EPOCHS"] = str(record.fidelity if record.fidelity is not None else DEFAULT_EPOCHS)
+    if spec.fidelity is not None:
+        env["KUBENAS_SCHEDULE_EPOCHS"] = str(spec.fidelity.max)
     if record.resumed_from:
         env["KUBENAS_RESUME_FROM"] = record.resumed_from
     for var in spec.trial.env:

@@ -5,20 +5,27 @@ from pathlib import Path
 
 import pytest
 
-from kubenas_trainer.config import ConfigError, HParams, TrialConfig
+from kubenas.api.builtin_trainer import DEFAULT_EPOCHS, Hyperparameters
+from kubenas_trainer.config import ConfigError, TrialConfig
 from kubenas_trainer.settings import resolve_settings
 
-BASE_ENV = {"KUBENAS_FAMILY": "chain", "KUBENAS_ARCHITECTURE": '{"stem_channels": 8}',
-            "KUBENAS_DATASET": "digits", "KUBENAS_EPOCHS": "3"}
+BASE_ENV = {
+    "KUBENAS_FAMILY": "chain",
+    "KUBENAS_ARCHITECTURE": '{"stem_channels": 8}',
+    "KUBENAS_DATASET": "digits",
+    "KUBENAS_EPOCHS": "3",
+}
 
 
 def test_flags_override_environment_and_defaults_fill_the_rest() -> None:
-    config = TrialConfig.from_settings(resolve_settings(
-        ["--epochs", "9", "--hparams", '{"batch_size": 16}'],
-        {**BASE_ENV, "KUBENAS_SEED": "4", "KUBENAS_HPARAMS": '{"batch_size": 512}'},
-    ))
+    config = TrialConfig.from_settings(
+        resolve_settings(
+            ["--epochs", "9", "--hparams", '{"batch_size": 16}'],
+            {**BASE_ENV, "KUBENAS_SEED": "4", "KUBENAS_HPARAMS": '{"batch_size": 512}'},
+        )
+    )
     assert (config.epochs, config.schedule_epochs, config.seed) == (9, 9, 4)
-    assert config.hparams == HParams(batch_size=16)
+    assert config.hparams == Hyperparameters(batch_size=16)
     assert config.device == "auto" and config.resume_from is None
 
 
@@ -28,16 +35,37 @@ def test_architecture_may_come_from_a_file(tmp_path: Path) -> None:
     assert TrialConfig.from_settings(values).architecture == {"stem_channels": 4}
 
 
-@pytest.mark.parametrize("override,message", [
-    ({"KUBENAS_FAMILY": "vit"}, "family must be one of"),
-    ({"KUBENAS_EPOCHS": ""}, "epochs is required"),
-    ({"KUBENAS_EPOCHS": "three"}, "epochs must be an integer"),
-    ({"KUBENAS_ARCHITECTURE": "[1, 2]"}, "architecture must be a JSON object"),
-    ({"KUBENAS_HPARAMS": '{"lr": 0.1}'}, "unknown hparams"),
-    ({"KUBENAS_HPARAMS": '{"optimizer": "lion"}'}, "optimizer must be sgd or adamw"),
-    ({"KUBENAS_HPARAMS": '{"batch_size": "big"}'}, "batch_size must be a number"),
-    ({"KUBENAS_DEVICE": "tpu"}, "device must be"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ({"KUBENAS_FAMILY": "vit"}, "family must be one of"),
+        ({"KUBENAS_EPOCHS": "three"}, "epochs must be an integer"),
+        ({"KUBENAS_ARCHITECTURE": "[1, 2]"}, "architecture must be a JSON object"),
+        ({"KUBENAS_HPARAMS": '{"lr": 0.1}'}, "hparam lr is not a hyper-parameter"),
+        ({"KUBENAS_HPARAMS": '{"optimizer": "lion"}'}, "optimizer must be one of sgd, adamw"),
+        (
+            {"KUBENAS_HPARAMS": '{"batch_size": "big"}'},
+            "hparam batch_size must be a number, got 'big'",
+        ),
+        ({"KUBENAS_HPARAMS": '{"batch_size": 8.5}'}, "batch_size must be a whole number"),
+        ({"KUBENAS_HPARAMS": '{"label_smoothing": 1}'}, "label_smoothing must be < 1"),
+        ({"KUBENAS_DATASET": "cifar10"}, "dataset must be digits, mnist1d"),
+        ({"KUBENAS_DATASET": "digits:extra"}, "dataset must be digits, mnist1d"),
+        ({"KUBENAS_DEVICE": "tpu"}, "device must be"),
+    ],
+)
 def test_bad_settings_are_refused_with_a_reason(override: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TrialConfig.from_settings(resolve_settings([], {**BASE_ENV, **override}))
+
+
+def test_epochs_default_to_the_contract_default_when_unset() -> None:
+    config = TrialConfig.from_settings(resolve_settings([], {**BASE_ENV, "KUBENAS_EPOCHS": ""}))
+    assert config.epochs == config.schedule_epochs == DEFAULT_EPOCHS
+
+
+def test_a_whole_number_given_for_a_float_hyperparameter_becomes_a_float() -> None:
+    values = {**BASE_ENV, "KUBENAS_HPARAMS": '{"learning_rate": 1, "batch_size": 8}'}
+    hparams = TrialConfig.from_settings(resolve_settings([], values)).hparams
+    assert hparams == Hyperparameters(learning_rate=1.0, batch_size=8)
+    assert isinstance(hparams.learning_rate, float) and isinstance(hparams.batch_size, int)

@@ -29,8 +29,9 @@ def test_splits_are_deterministic_disjoint_and_cover_the_data(tmp_path: Path) ->
     _unique_npz(tmp_path / "unique.npz")
     first = load_dataset("npz:unique.npz", tmp_path)
     second = load_dataset("npz:unique.npz", tmp_path)
-    for a, b in zip((first.train, first.val, first.test), (second.train, second.val, second.test),
-                    strict=True):
+    for a, b in zip(
+        (first.train, first.val, first.test), (second.train, second.val, second.test), strict=True
+    ):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
     parts = [_rows(split[0]) for split in (first.train, first.val, first.test)]
@@ -51,9 +52,13 @@ def test_splits_are_stratified_and_normalised_with_train_statistics() -> None:
 
 def test_npz_with_its_own_validation_and_test_sets_is_used_as_given(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    arrays = {f"{kind}_{split}": (rng.standard_normal((size, 30)) if kind == "x"
-                                  else rng.integers(0, 4, size))
-              for split, size in (("train", 50), ("val", 20), ("test", 10)) for kind in "xy"}
+    arrays = {
+        f"{kind}_{split}": (
+            rng.standard_normal((size, 30)) if kind == "x" else rng.integers(0, 4, size)
+        )
+        for split, size in (("train", 50), ("val", 20), ("test", 10))
+        for kind in "xy"
+    }
     np.savez(tmp_path / "seq.npz", **arrays)
     splits = load_dataset(f"npz:{tmp_path / 'seq.npz'}", Path("/nonexistent"))
     assert splits.sample_shape == (1, 30)
@@ -80,9 +85,13 @@ def test_idx_directory_reads_plain_and_gzipped_files(tmp_path: Path) -> None:
     np.testing.assert_array_equal(splits.test[1], labels[30:])
 
 
-@pytest.mark.parametrize("spec,shape,classes", [
-    ("synthetic:3x16x16:10:500", (3, 16, 16), 10), ("synthetic:2x50:4", (2, 50), 4),
-])
+@pytest.mark.parametrize(
+    "spec,shape,classes",
+    [
+        ("synthetic:3x16x16:10:500", (3, 16, 16), 10),
+        ("synthetic:2x50:4", (2, 50), 4),
+    ],
+)
 def test_synthetic_data_has_the_requested_shape(
     spec: str, shape: tuple[int, ...], classes: int
 ) -> None:
@@ -91,10 +100,15 @@ def test_synthetic_data_has_the_requested_shape(
     assert len(splits.train[1]) + len(splits.val[1]) + len(splits.test[1]) in (500, 1000)
 
 
-@pytest.mark.parametrize("spec,message", [
-    ("cifar10", "unknown dataset"), ("synthetic:3x32:ten", "synthetic"),
-    ("npz:missing.npz", "cannot read npz"), ("idx:missing", "cannot read IDX"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("cifar10", "dataset must be digits"),
+        ("synthetic:3x32:ten", "synthetic:CxHxW"),
+        ("npz:missing.npz", "cannot read npz"),
+        ("idx:missing", "cannot read IDX"),
+    ],
+)
 def test_bad_dataset_specs_say_what_is_wrong(spec: str, message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
         load_dataset(spec, tmp_path)

@@ -25,8 +25,10 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from kubenas.api import experiment, space, trial
+from kubenas.api.builtin_trainer import BUILTIN_TRAINER_MODULE, DATASET_PATTERN
 from kubenas.api.experiment import ExperimentSpec, NASExperiment
 from kubenas.api.trial import TrialSpec, TrialStatus
+from kubenas.api.vocabulary import CHAIN_OPERATION_PATTERN, NB201_OPERATIONS
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 Schema = dict[str, Any]
@@ -142,8 +144,14 @@ def is_mixed_scalar(node: Schema) -> bool:
     return len(options) > 1 and all(o.get("type") != "null" for o in options)
 
 
-def compare(model: ModelSchema, node: Schema, crd: Schema, path: str,
-            default: Any = None, variant_rules: str | None = None) -> Iterator[str]:
+def compare(
+    model: ModelSchema,
+    node: Schema,
+    crd: Schema,
+    path: str,
+    default: Any = None,
+    variant_rules: str | None = None,
+) -> Iterator[str]:
     """Every difference between a model node and a CRD node, as ``path: what`` lines.
 
     ``variant_rules`` is set for a field of some variants of a union: its enum or pattern may
@@ -176,8 +184,13 @@ def compare(model: ModelSchema, node: Schema, crd: Schema, path: str,
                 continue
             yield f"{path}: {key} {crd.get(key)!r} in the CRD, {node[key]!r} in the model"
     if kind == "array":
-        yield from compare(model, node["items"], crd.get("items", {}), f"{path}[]",
-                           variant_rules=variant_rules and (variant_rules + rule_text(crd)))
+        yield from compare(
+            model,
+            node["items"],
+            crd.get("items", {}),
+            f"{path}[]",
+            variant_rules=variant_rules and (variant_rules + rule_text(crd)),
+        )
     elif kind == "object" and "properties" in node:
         yield from compare_object(model, node, crd, path)
     elif kind == "object":
@@ -198,8 +211,9 @@ def compare_object(model: ModelSchema, node: Schema, crd: Schema, path: str) -> 
         yield f"{path}: the model refuses unknown fields, the CRD keeps them"
     defaults = model.defaults(node)
     for name in sorted(set(props) & set(crd_props)):
-        yield from compare(model, props[name], crd_props[name], f"{path}.{name}",
-                           default=defaults.get(name))
+        yield from compare(
+            model, props[name], crd_props[name], f"{path}.{name}", default=defaults.get(name)
+        )
 
 
 def compare_union(model: ModelSchema, node: Schema, crd: Schema, path: str) -> Iterator[str]:
@@ -227,13 +241,20 @@ def compare_union(model: ModelSchema, node: Schema, crd: Schema, path: str) -> I
         for name, prop in variant["properties"].items():
             if name == tag or name not in crd_props:
                 continue
-            yield from compare_variant_field(model, name, prop, crd_props[name],
-                                             f"{path}.{name} ({tag} {value})",
-                                             rules, defaults.get(name))
+            yield from compare_variant_field(
+                model,
+                name,
+                prop,
+                crd_props[name],
+                f"{path}.{name} ({tag} {value})",
+                rules,
+                defaults.get(name),
+            )
 
 
-def compare_variant_field(model: ModelSchema, name: str, prop: Schema, crd: Schema, path: str,
-                          rules: str, default: Any) -> Iterator[str]:
+def compare_variant_field(
+    model: ModelSchema, name: str, prop: Schema, crd: Schema, path: str, rules: str, default: Any
+) -> Iterator[str]:
     """A variant's field. When variants disagree on its type, the CRD node is either type-free
     and carries each variant's bounds (a JSON schema keyword applies only to values of its
     type), or a number that a CEL rule requires to be whole where the model wants an integer."""
@@ -264,8 +285,9 @@ def test_experiment_spec_matches_model() -> None:
 
 def test_experiment_root_fields_match_model() -> None:
     root = openapi_of(load_crd("nasexperiments"))
-    assert set(root["properties"]) == set(NASExperiment.model_json_schema(by_alias=True)
-                                          ["properties"])
+    assert set(root["properties"]) == set(
+        NASExperiment.model_json_schema(by_alias=True)["properties"]
+    )
 
 
 def test_trial_spec_and_status_match_model() -> None:
@@ -291,24 +313,35 @@ def test_sync_check_notices_drift() -> None:
 @pytest.mark.parametrize(
     ("plural", "kind", "short", "columns"),
     [
-        ("nasexperiments", "NASExperiment", "nasx", {
-            "State": '.status.conditions[?(@.type=="Ready")].reason',
-            "Done": ".status.trials.done",
-            "Total": ".spec.budget.maxTrials",
-            "Best": ".status.bestTrial.objective",
-            "Age": ".metadata.creationTimestamp",
-        }),
-        ("nastrials", "NASTrial", "nast", {
-            "Experiment": ".spec.experiment",
-            "State": ".status.state",
-            "Fidelity": ".status.fidelity",
-            "Objective": ".status.metrics.val_accuracy",
-            "Age": ".metadata.creationTimestamp",
-        }),
+        (
+            "nasexperiments",
+            "NASExperiment",
+            "nasx",
+            {
+                "State": '.status.conditions[?(@.type=="Ready")].reason',
+                "Done": ".status.trials.done",
+                "Total": ".spec.budget.maxTrials",
+                "Best": ".status.bestTrial.objective",
+                "Age": ".metadata.creationTimestamp",
+            },
+        ),
+        (
+            "nastrials",
+            "NASTrial",
+            "nast",
+            {
+                "Experiment": ".spec.experiment",
+                "State": ".status.state",
+                "Fidelity": ".status.fidelity",
+                "Objective": ".status.metrics.val_accuracy",
+                "Age": ".metadata.creationTimestamp",
+            },
+        ),
     ],
 )
-def test_names_columns_and_status_subresource(plural: str, kind: str, short: str,
-                                              columns: dict[str, str]) -> None:
+def test_names_columns_and_status_subresource(
+    plural: str, kind: str, short: str, columns: dict[str, str]
+) -> None:
     crd = load_crd(plural)
     assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
     assert crd["metadata"]["name"] == f"{plural}.kubenas.io"
@@ -330,9 +363,23 @@ def test_experiment_status_follows_kubernetes_conventions() -> None:
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert set(conditions["items"]["properties"]) == {
-        "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
-    assert set(status) == {"observedGeneration", "conditions", "trials", "bestTrial",
-                           "paretoFront", "startTime", "completionTime", "finishReason"}
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    }
+    assert set(status) == {
+        "observedGeneration",
+        "conditions",
+        "trials",
+        "bestTrial",
+        "paretoFront",
+        "startTime",
+        "completionTime",
+        "finishReason",
+    }
     assert status["paretoFront"]["maxItems"] == 20
 
 
@@ -341,5 +388,52 @@ def test_search_defining_fields_are_immutable(field: str) -> None:
     spec = openapi_of(load_crd("nasexperiments"))["properties"]["spec"]
     rules = spec["properties"][field].get("x-kubernetes-validations", [])
     assert {"rule": "self == oldSelf", "message": "cannot change while the experiment runs"} in [
-        {k: r[k] for k in ("rule", "message")} for r in rules]
+        {k: r[k] for k in ("rule", "message")} for r in rules
+    ]
     assert "x-kubernetes-validations" not in spec["properties"]["budget"]["properties"]["maxTrials"]
+
+
+def _spec_schema() -> Schema:
+    return openapi_of(load_crd("nasexperiments"))["properties"]["spec"]  # type: ignore[no-any-return]
+
+
+def test_crd_operation_rules_hold_the_vocabularys_exact_names_and_pattern() -> None:
+    """The CEL rules spell the operations out (a structural schema cannot vary by family);
+    they must say exactly what kubenas.api.vocabulary says, not merely overlap with it."""
+    rules = rule_text(_spec_schema()["properties"]["searchSpace"])
+    (chain_pattern,) = re.findall(r"o\.matches\(\s*'([^']*)'\)", rules)
+    assert chain_pattern == CHAIN_OPERATION_PATTERN
+    (nb201_list,) = re.findall(r"o in\s*\[([^\]]*)\]", rules)
+    assert tuple(re.findall(r"'([^']*)'", nb201_list)) == NB201_OPERATIONS
+
+
+def test_crd_dataset_rule_is_the_builtin_trainers_pattern_for_its_command_only() -> None:
+    rules = rule_text(_spec_schema()["properties"]["trial"])
+    (guard, pattern) = re.fullmatch(
+        r"!\('(\w+)' in self\.command\)\s*\|\| self\.dataset\.matches\('([^']*)'\)", rules
+    ).groups()  # type: ignore[union-attr]
+    assert guard == BUILTIN_TRAINER_MODULE
+    assert pattern == DATASET_PATTERN
+
+
+@pytest.mark.parametrize(
+    ("dataset", "accepted"),
+    [
+        ("digits", True),
+        ("mnist1d", True),
+        ("npz:data/x.npz", True),
+        ("idx:/data/mnist", True),
+        ("synthetic:3x32x32:10", True),
+        ("synthetic:2x50:4:500", True),
+        ("cifar10", False),
+        ("digits:8", False),
+        ("npz:", False),
+        ("synthetic:3x32x32", False),
+        ("synthetic:0x8:2", False),
+        ("synthetic:1x2x3x4:2", False),
+    ],
+)
+def test_dataset_pattern_accepts_exactly_the_documented_forms(dataset: str, accepted: bool) -> None:
+    """RE2 (the API server's CEL) and Python agree on this pattern: it uses no construct they
+    read differently (no look-around, back-references or lazy quantifiers)."""
+    assert (re.fullmatch(DATASET_PATTERN, dataset) is not None) is accepted

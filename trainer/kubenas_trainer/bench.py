@@ -17,18 +17,22 @@ from typing import Any
 
 import torch
 
-from kubenas_trainer.config import HParams, default_data_dir
+from kubenas.api.builtin_trainer import Hyperparameters
+from kubenas_trainer.config import default_data_dir
 from kubenas_trainer.data import load_dataset
 from kubenas_trainer.device import plan_device
 from kubenas_trainer.models import build_model
 from kubenas_trainer.models.cost import count_parameters, count_training_flops
 from kubenas_trainer.train import Trainer, to_device
 
-REFERENCE_CHAIN = {"stem_channels": 32, "stages": [
-    {"width": 64, "blocks": ["conv3x3", "mbconv3x3_e6"]},
-    {"width": 128, "blocks": ["conv3x3", "mbconv3x3_e6"]},
-    {"width": 256, "blocks": ["conv3x3", "mbconv3x3_e2"]},
-]}
+REFERENCE_CHAIN = {
+    "stem_channels": 32,
+    "stages": [
+        {"width": 64, "blocks": ["conv3x3", "mbconv3x3_e6"]},
+        {"width": 128, "blocks": ["conv3x3", "mbconv3x3_e6"]},
+        {"width": 256, "blocks": ["conv3x3", "mbconv3x3_e2"]},
+    ],
+}
 
 
 def seconds_since_process_start() -> float:
@@ -42,11 +46,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     plan = plan_device(args.device)
     splits = load_dataset(args.dataset, Path(args.data_dir))
     torch.manual_seed(0)
-    model = build_model(args.family, json.loads(args.architecture), splits.sample_shape,
-                        splits.num_classes)
-    hparams = HParams(batch_size=args.batch_size)
-    trainer = Trainer(model, to_device(splits.train, plan), hparams, 1, plan, seed=0,
-                      compile_model=args.compile)
+    model = build_model(
+        args.family, json.loads(args.architecture), splits.sample_shape, splits.num_classes
+    )
+    hparams = Hyperparameters(batch_size=args.batch_size)
+    trainer = Trainer(
+        model, to_device(splits.train, plan), hparams, 1, plan, seed=0, compile_model=args.compile
+    )
     steps = args.steps or trainer.steps_per_epoch
     order = torch.randperm(len(trainer.train_y), device=plan.device)
 
@@ -54,7 +60,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         for index in range(first, first + count):
             position = (index % trainer.steps_per_epoch) * trainer.batch_size
-            batch = order[position:position + trainer.batch_size]
+            batch = order[position : position + trainer.batch_size]
             trainer.step(trainer.train_x[batch], trainer.train_y[batch])
         if plan.device.type == "cuda":
             torch.cuda.synchronize()
@@ -68,9 +74,13 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     step_flops = count_training_flops(copy.deepcopy(model).cpu().float(), probe)
     step_flops = step_flops * trainer.batch_size // len(probe)
     return {
-        "device": plan.device.type, "threads": plan.threads, "family": args.family,
-        "dataset": args.dataset, "params": count_parameters(model),
-        "batch_size": trainer.batch_size, "timed_steps": steps,
+        "device": plan.device.type,
+        "threads": plan.threads,
+        "family": args.family,
+        "dataset": args.dataset,
+        "params": count_parameters(model),
+        "batch_size": trainer.batch_size,
+        "timed_steps": steps,
         "images_per_second": round(steps * trainer.batch_size / elapsed, 1),
         "tflops_per_second": round(step_flops * steps / elapsed / 1e12, 4),
         "training_flops_per_step": step_flops,

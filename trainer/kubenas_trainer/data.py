@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from kubenas.api.builtin_trainer import Dataset, parse_dataset
 from kubenas_trainer.config import ConfigError
 from kubenas_trainer.idx import find_idx, read_idx
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 VAL_FRACTION = 0.1
-SYNTHETIC_DEFAULT_SAMPLES = 1000
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -39,14 +39,18 @@ class Splits:
 
 def load_dataset(spec: str, data_dir: Path) -> Splits:
     """Load the dataset named by ``spec`` (see docs/trainer-contract.md) and split it."""
-    kind, _, argument = spec.partition(":")
-    loaders: dict[str, Callable[[str, Path], dict[str, np.ndarray]]] = {
-        "digits": _digits, "mnist1d": _mnist1d, "npz": _npz, "idx": _idx,
+    try:
+        dataset = parse_dataset(spec)
+    except ValueError as error:
+        raise ConfigError(f"dataset {error}") from error
+    loaders: dict[str, Callable[[Dataset, Path], dict[str, np.ndarray]]] = {
+        "digits": _digits,
+        "mnist1d": _mnist1d,
+        "npz": _npz,
+        "idx": _idx,
         "synthetic": _synthetic,
     }
-    if kind not in loaders:
-        raise ConfigError(f"unknown dataset {spec!r}; want one of {sorted(loaders)}")
-    return split_and_normalise(loaders[kind](argument, data_dir))
+    return split_and_normalise(loaders[dataset.kind](dataset, data_dir))
 
 
 def split_and_normalise(arrays: dict[str, np.ndarray]) -> Splits:
@@ -98,14 +102,14 @@ def _as_samples(x: np.ndarray, y: np.ndarray) -> Arrays:
     return samples, labels.astype(np.int64)
 
 
-def _digits(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
+def _digits(dataset: Dataset, data_dir: Path) -> dict[str, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     return {"x_train": digits.images[:, None] / 16.0, "y_train": digits.target}
 
 
-def _mnist1d(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
+def _mnist1d(dataset: Dataset, data_dir: Path) -> dict[str, np.ndarray]:
     """MNIST-1D with the package's default arguments (4000 train, 1000 test, length 40), generated
     offline by its own ``make_dataset`` and cached because generation takes seconds."""
     cache = data_dir / "mnist1d" / "mnist1d-default.npz"
@@ -118,8 +122,12 @@ def _mnist1d(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
         message = "dataset mnist1d needs the mnist1d package: pip install mnist1d"
         raise ConfigError(message) from error
     made = make_dataset(get_dataset_args())
-    arrays = {"x_train": made["x"], "y_train": made["y"],
-              "x_test": made["x_test"], "y_test": made["y_test"]}
+    arrays = {
+        "x_train": made["x"],
+        "y_train": made["y"],
+        "x_test": made["x_test"],
+        "y_test": made["y_test"],
+    }
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         partial = cache.with_suffix(".partial.npz")
@@ -130,8 +138,8 @@ def _mnist1d(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _npz(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
-    path = data_dir / argument
+def _npz(dataset: Dataset, data_dir: Path) -> dict[str, np.ndarray]:
+    path = data_dir / dataset.path
     try:
         with np.load(path) as stored:
             arrays = dict(stored)
@@ -143,17 +151,21 @@ def _npz(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
         if (f"x_{pair}" in arrays) != (f"y_{pair}" in arrays) or (
             pair == "train" and "x_train" not in arrays
         ):
-            raise ConfigError(f"npz dataset {path} needs x_train/y_train (or x/y) and matching "
-                              "x_val/y_val, x_test/y_test pairs")
+            raise ConfigError(
+                f"npz dataset {path} needs x_train/y_train (or x/y) and matching "
+                "x_val/y_val, x_test/y_test pairs"
+            )
     return arrays
 
 
-def _idx(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
-    directory = data_dir / argument
+def _idx(dataset: Dataset, data_dir: Path) -> dict[str, np.ndarray]:
+    directory = data_dir / dataset.path
     try:
         files = {
-            "x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-            "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte",
+            "x_train": "train-images-idx3-ubyte",
+            "y_train": "train-labels-idx1-ubyte",
+            "x_test": "t10k-images-idx3-ubyte",
+            "y_test": "t10k-labels-idx1-ubyte",
         }
         arrays = {key: read_idx(find_idx(directory, stem)) for key, stem in files.items()}
     except (OSError, ValueError) as error:
@@ -163,25 +175,14 @@ def _idx(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _synthetic(argument: str, data_dir: Path) -> dict[str, np.ndarray]:
+def _synthetic(dataset: Dataset, data_dir: Path) -> dict[str, np.ndarray]:
     """Random inputs and labels of a given shape, for measuring speed: generated directly as
     splits, since carving copies of a large random array would dominate start-up time."""
-    parts = argument.split(":")
-    try:
-        shape = tuple(int(size) for size in parts[0].split("x"))
-        classes = int(parts[1])
-        count = int(parts[2]) if len(parts) > 2 else SYNTHETIC_DEFAULT_SAMPLES
-    except (ValueError, IndexError) as error:
-        raise ConfigError(
-            f"synthetic dataset wants synthetic:CxHxW:CLASSES[:N], got {argument!r}"
-        ) from error
-    if len(shape) not in (2, 3) or len(parts) > 3 or min(*shape, classes, count) < 1:
-        raise ConfigError(f"synthetic dataset wants synthetic:CxHxW:CLASSES[:N], got {argument!r}")
     rng = np.random.default_rng(SPLIT_SEED)
-    test = round(count * TEST_FRACTION)
-    val = round((count - test) * VAL_FRACTION)
+    test = round(dataset.samples * TEST_FRACTION)
+    val = round((dataset.samples - test) * VAL_FRACTION)
     arrays: dict[str, np.ndarray] = {}
-    for split, size in (("train", count - test - val), ("val", val), ("test", test)):
-        arrays[f"x_{split}"] = rng.standard_normal((size, *shape), dtype=np.float32)
-        arrays[f"y_{split}"] = rng.integers(0, classes, size)
+    for split, size in (("train", dataset.samples - test - val), ("val", val), ("test", test)):
+        arrays[f"x_{split}"] = rng.standard_normal((size, *dataset.shape), dtype=np.float32)
+        arrays[f"y_{split}"] = rng.integers(0, dataset.classes, size)
     return arrays

@@ -30,7 +30,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("family", "model family: nb201-cell or chain"),
     Setting("architecture", "architecture JSON, or @path to a JSON file"),
     Setting("dataset", "digits, mnist1d, npz:PATH, idx:DIR or synthetic:SHAPE:CLASSES[:N]"),
-    Setting("epochs", "train until this many epochs in total (the fidelity)"),
+    Setting(
+        "epochs",
+        "train until this many epochs in total (the fidelity; unset: the "
+        "contract's default, kubenas.api.builtin_trainer.DEFAULT_EPOCHS)",
+    ),
     Setting("schedule_epochs", "horizon of the cosine learning-rate schedule (default: epochs)"),
     Setting("resume_from", "checkpoint file to continue training from"),
     Setting("checkpoint_dir", "folder for checkpoint.pt, written after every epoch"),

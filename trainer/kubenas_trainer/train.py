@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kubenas_trainer.config import HParams
+from kubenas.api.builtin_trainer import Hyperparameters
 from kubenas_trainer.device import DevicePlan
 
 EVAL_BATCH = 2048
@@ -45,8 +45,16 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], f
 class Trainer:
     """Owns the model, optimizer and schedule of one trial; its state is the checkpoint."""
 
-    def __init__(self, model: nn.Module, train: Batch, hparams: HParams, schedule_epochs: int,
-                 plan: DevicePlan, seed: int, compile_model: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        train: Batch,
+        hparams: Hyperparameters,
+        schedule_epochs: int,
+        plan: DevicePlan,
+        seed: int,
+        compile_model: bool = False,
+    ) -> None:
         self.plan = plan
         self.seed = seed
         self.train_x, self.train_y = train
@@ -60,15 +68,19 @@ class Trainer:
         self.steps_per_epoch = len(self.train_y) // self.batch_size  # drops a ragged last batch
         self.label_smoothing = hparams.label_smoothing
         self.optimizer = _optimizer(self.model, hparams)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine_with_warmup(
-            schedule_epochs * self.steps_per_epoch,
-            round(hparams.warmup_epochs * self.steps_per_epoch),
-        ))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            cosine_with_warmup(
+                schedule_epochs * self.steps_per_epoch,
+                round(hparams.warmup_epochs * self.steps_per_epoch),
+            ),
+        )
         self.epoch = 0
 
     def autocast(self) -> torch.autocast:
-        return torch.autocast(self.plan.device.type, dtype=self.plan.autocast_dtype,
-                              enabled=self.plan.mixed_precision)
+        return torch.autocast(
+            self.plan.device.type, dtype=self.plan.autocast_dtype, enabled=self.plan.mixed_precision
+        )
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> Batch:
         """One optimisation step; returns the batch's summed loss and correct count, on device."""
@@ -89,7 +101,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.plan.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.plan.device)
         for step in range(self.steps_per_epoch):
-            batch = order[step * self.batch_size:(step + 1) * self.batch_size]
+            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
             batch_loss, batch_correct = self.step(self.train_x[batch], self.train_y[batch])
             loss_sum += batch_loss
             correct += batch_correct
@@ -105,9 +117,9 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.plan.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.plan.device)
         for start in range(0, len(y), EVAL_BATCH):
-            batch_y = y[start:start + EVAL_BATCH]
+            batch_y = y[start : start + EVAL_BATCH]
             with self.autocast():
-                logits = self.forward(x[start:start + EVAL_BATCH]).float()
+                logits = self.forward(x[start : start + EVAL_BATCH]).float()
             loss_sum += F.cross_entropy(logits, batch_y, reduction="sum")
             correct += (logits.argmax(dim=1) == batch_y).sum()
         return loss_sum.item() / len(y), correct.item() / len(y)
@@ -118,8 +130,10 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -132,10 +146,15 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
 
 
-def _optimizer(model: nn.Module, hparams: HParams) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, hparams: Hyperparameters) -> torch.optim.Optimizer:
     if hparams.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=hparams.learning_rate,
-                                 weight_decay=hparams.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=hparams.learning_rate,
-                           momentum=hparams.momentum, weight_decay=hparams.weight_decay,
-                           nesterov=hparams.momentum > 0)
+        return torch.optim.AdamW(
+            model.parameters(), lr=hparams.learning_rate, weight_decay=hparams.weight_decay
+        )
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=hparams.learning_rate,
+        momentum=hparams.momentum,
+        weight_decay=hparams.weight_decay,
+        nesterov=hparams.momentum > 0,
+    )

@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 
 class WireModel(BaseModel):
@@ -29,3 +29,14 @@ def field_error(field: str, message: str) -> PydanticCustomError:
     ``spec.budget.parallelTrials: must be <= maxTrials (4)`` rather than a bare model path.
     """
     return PydanticCustomError("kubenas_field", "{message}", {"field": field, "message": message})
+
+
+def field_errors(model: str, problems: list[tuple[str, str]]) -> ValidationError:
+    """Several :func:`field_error` problems of one cross-field check, all reported at once."""
+    return ValidationError.from_exception_data(
+        model,
+        [
+            InitErrorDetails(type=field_error(field, message), loc=(), input=None)
+            for field, message in problems
+        ],
+    )

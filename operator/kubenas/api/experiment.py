@@ -6,7 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from kubenas.api._base import WireModel, field_error
+from kubenas.api._base import WireModel, field_error, field_errors
+from kubenas.api.builtin_trainer import (
+    BUILTIN_TRAINER_COMMAND,
+    Hyperparameters,
+    parse_dataset,
+    runs_builtin_trainer,
+)
 from kubenas.api.space import SearchSpaceSpec
 
 API_VERSION = "kubenas.io/v1alpha1"
@@ -138,8 +144,8 @@ class TrialTemplate(WireModel):
     dataset: str = Field(min_length=1)
     hyperparameters: dict[str, str | int | float | bool] = Field(default_factory=dict)
     timeout_seconds: int = Field(default=3600, ge=1)
-    command: list[str] = Field(
-        default_factory=lambda: ["python", "-m", "kubenas_trainer"], min_length=1
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=lambda: list(BUILTIN_TRAINER_COMMAND), min_length=1, max_length=64
     )
     env: list[EnvVar] = Field(default_factory=list)
     image: str | None = None
@@ -158,10 +164,23 @@ class TrialTemplate(WireModel):
     )
 
     @model_validator(mode="after")
-    def _dataset_form(self) -> TrialTemplate:
-        kind, _, rest = self.dataset.partition(":")
-        if kind in ("npz", "idx", "synthetic") and not rest:
-            raise field_error("dataset", f"{kind}: needs a value after the colon")
+    def _builtin_trainer_accepts(self) -> TrialTemplate:
+        """The built-in trainer's own rules, so a trial cannot fail on what validation passed.
+
+        A user's own trainer (any other command) gets the dataset and hyper-parameters as given.
+        """
+        if not runs_builtin_trainer(self.command):
+            return self
+        problems = [
+            (f"hyperparameters.{name}", reason)
+            for name, reason in Hyperparameters.problems(self.hyperparameters)
+        ]
+        try:
+            parse_dataset(self.dataset)
+        except ValueError as error:
+            problems.insert(0, ("dataset", str(error)))
+        if problems:
+            raise field_errors(type(self).__name__, problems)
         return self
 
 

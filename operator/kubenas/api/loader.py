@@ -10,14 +10,15 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from kubenas.api.experiment import NASExperiment
+from kubenas.api.vocabulary import CHAIN_FAMILY, CUSTOM_FAMILY, NB201_FAMILY
 
 # Discriminated unions put the tag into the error path (spec.strategy.evolution.sampleSize);
 # users never wrote that segment, so it is dropped.
 _UNION_TAGS = frozenset(
     {
-        "nb201-cell",
-        "chain",
-        "custom",
+        NB201_FAMILY,
+        CHAIN_FAMILY,
+        CUSTOM_FAMILY,
         "random",
         "grid",
         "evolution",

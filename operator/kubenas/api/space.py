@@ -7,18 +7,15 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from kubenas.api._base import WireModel, field_error
-
-NB201_OPERATIONS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-CHAIN_OPERATIONS_DEFAULT = (
-    "conv3x3",
-    "conv5x5",
-    "sepconv3x3",
-    "mbconv3x3_e3",
-    "mbconv3x3_e6",
-    "identity",
+from kubenas.api.vocabulary import (
+    CHAIN_OPERATION_PATTERN,
+    CHAIN_OPERATIONS_DEFAULT,
+    NB201_OPERATIONS,
+    ChainFamilyName,
+    CustomFamilyName,
+    Nb201FamilyName,
+    Nb201Operation,
 )
-CHAIN_FIXED_OPERATIONS = ("conv3x3", "conv5x5", "sepconv3x3", "sepconv5x5", "identity")
-CHAIN_MBCONV_PATTERN = r"^mbconv[1-9]x[1-9]_e[1-9]$"
 
 
 class Condition(WireModel):
@@ -87,8 +84,8 @@ class Nb201CellSpace(WireModel):
     ``stemChannels`` and ``cellsPerStage`` may list several values, which are then searched too.
     """
 
-    family: Literal["nb201-cell"]
-    operations: list[Literal[NB201_OPERATIONS]] = Field(  # type: ignore[valid-type]
+    family: Nb201FamilyName
+    operations: list[Nb201Operation] = Field(
         default_factory=lambda: list(NB201_OPERATIONS), min_length=1
     )
     stem_channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
@@ -110,12 +107,7 @@ class Nb201CellSpace(WireModel):
         return self
 
 
-ChainOperation = Annotated[
-    str,
-    Field(
-        pattern=rf"^(conv3x3|conv5x5|sepconv3x3|sepconv5x5|identity|{CHAIN_MBCONV_PATTERN[1:-1]})$"
-    ),
-]
+ChainOperation = Annotated[str, Field(pattern=CHAIN_OPERATION_PATTERN)]
 
 
 class DepthRange(WireModel):
@@ -132,7 +124,7 @@ class DepthRange(WireModel):
 class ChainSpace(WireModel):
     """A layer-wise space: stages of blocks; each block's operation, each stage's depth, width."""
 
-    family: Literal["chain"]
+    family: ChainFamilyName
     stem_channels: int = Field(default=16, ge=1, le=1024)
     stages: int = Field(default=3, ge=1, le=6)
     depth: DepthRange = Field(default_factory=DepthRange)
@@ -158,7 +150,7 @@ class ChainSpace(WireModel):
 class CustomSpace(WireModel):
     """User-declared parameters, handed unchanged to the user's own trainer."""
 
-    family: Literal["custom"]
+    family: CustomFamilyName
     parameters: list[Parameter] = Field(min_length=1)
 
     @model_validator(mode="after")

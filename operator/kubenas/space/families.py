@@ -13,40 +13,29 @@ from kubenas.api.space import (
     Nb201CellSpace,
     SearchSpaceSpec,
 )
+from kubenas.api.vocabulary import (
+    CHAIN_FAMILY,
+    CUSTOM_FAMILY,
+    NB201_EDGES,
+    NB201_FAMILY,
+    format_nb201_cell,
+    nb201_edge_name,
+    parse_nb201_cell,
+)
 from kubenas.space.params import Categorical, Condition, Float, Integer, Param
 from kubenas.space.space import Architecture, Assignment, SearchSpace
 
-# NAS-Bench-201 cell edges, in the order its architecture string lists them: node j <- node i.
-NB201_EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
-
-
-def nb201_edge_name(to_node: int, from_node: int) -> str:
-    return f"edge_{to_node}_{from_node}"
-
 
 def nb201_cell_string(assignment: Assignment) -> str:
-    """NAS-Bench-201's own format, e.g. ``|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...|``."""
-    nodes = []
-    for to_node in (1, 2, 3):
-        ops = [f"{assignment[nb201_edge_name(to_node, i)]}~{i}" for i in range(to_node)]
-        nodes.append("|" + "|".join(ops) + "|")
-    return "+".join(nodes)
+    """The cell of an nb201-cell assignment in NAS-Bench-201's own string format."""
+    return format_nb201_cell(
+        {(j, i): str(assignment[nb201_edge_name(j, i)]) for j, i in NB201_EDGES}
+    )
 
 
 def parse_nb201_cell_string(cell: str) -> Assignment:
     """Inverse of :func:`nb201_cell_string`; raises ValueError on a malformed string."""
-    assignment: Assignment = {}
-    nodes = cell.split("+")
-    if len(nodes) != 3:
-        raise ValueError(f"expected 3 nodes separated by '+', got {cell!r}")
-    for to_node, node in enumerate(nodes, start=1):
-        ops = [o for o in node.strip("|").split("|") if o]
-        if len(ops) != to_node:
-            raise ValueError(f"node {to_node} needs {to_node} edges in {cell!r}")
-        for op_and_source in ops:
-            op, _, source = op_and_source.partition("~")
-            assignment[nb201_edge_name(to_node, int(source))] = op
-    return assignment
+    return {nb201_edge_name(j, i): op for (j, i), op in parse_nb201_cell(cell).items()}
 
 
 def _nb201_space(spec: Nb201CellSpace) -> SearchSpace:
@@ -63,7 +52,7 @@ def _nb201_space(spec: Nb201CellSpace) -> SearchSpace:
             "cells_per_stage": a["cells_per_stage"],
         }
 
-    return SearchSpace("nb201-cell", tuple(params), to_architecture)
+    return SearchSpace(NB201_FAMILY, tuple(params), to_architecture)
 
 
 def _chain_space(spec: ChainSpace) -> SearchSpace:
@@ -97,7 +86,7 @@ def _chain_space(spec: ChainSpace) -> SearchSpace:
             ],
         }
 
-    return SearchSpace("chain", tuple(params), to_architecture)
+    return SearchSpace(CHAIN_FAMILY, tuple(params), to_architecture)
 
 
 def _custom_space(spec: CustomSpace) -> SearchSpace:
@@ -110,7 +99,7 @@ def _custom_space(spec: CustomSpace) -> SearchSpace:
             params.append(Integer(p.name, p.low, p.high, p.step, p.log, cond))
         else:
             params.append(Float(p.name, p.low, p.high, p.log, cond))
-    return SearchSpace("custom", tuple(params), lambda a: dict(a))
+    return SearchSpace(CUSTOM_FAMILY, tuple(params), lambda a: dict(a))
 
 
 def build_space(spec: SearchSpaceSpec) -> SearchSpace:

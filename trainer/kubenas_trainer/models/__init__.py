@@ -4,12 +4,13 @@ from typing import Any
 
 from torch import nn
 
+from kubenas.api.vocabulary import CHAIN_FAMILY, NB201_FAMILY
 from kubenas_trainer.config import ConfigError
 from kubenas_trainer.models.chain import build_chain
 from kubenas_trainer.models.layers import Geometry
 from kubenas_trainer.models.nb201 import build_nb201
 
-_BUILDERS = {"nb201-cell": build_nb201, "chain": build_chain}
+_BUILDERS = {NB201_FAMILY: build_nb201, CHAIN_FAMILY: build_chain}
 
 
 def build_model(

@@ -4,38 +4,42 @@ Architecture JSON: ``{"stem_channels": C, "stages": [{"width": W, "blocks": [op,
 with block ops ``identity``, ``convKxK``, ``sepconvKxK`` and ``mbconvKxK_eE``.
 """
 
-import re
 from typing import Any
 
 from torch import nn
 
+from kubenas.api.vocabulary import parse_chain_operation
 from kubenas_trainer.config import ConfigError
 from kubenas_trainer.models.decode import positive_int
 from kubenas_trainer.models.layers import Classifier, Geometry, Residual
 
-_BLOCK = re.compile(r"(?P<kind>conv|sepconv|mbconv)(?P<k>[1-9]\d*)x(?P=k)(?:_e(?P<e>[1-9]\d*))?")
-
 
 def block(op: str, width: int, geometry: Geometry) -> nn.Module:
     """One block at ``width`` channels; every op but ``identity`` is a residual body."""
-    if op == "identity":
+    try:
+        operation = parse_chain_operation(op)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    if operation.kind == "identity":
         return nn.Identity()
-    match = _BLOCK.fullmatch(op)
-    if match is None or (match["kind"] == "mbconv") != (match["e"] is not None):
-        raise ConfigError(
-            f"unknown chain block {op!r}: want identity, convKxK, sepconvKxK or mbconvKxK_eE"
-        )
-    kernel = int(match["k"])
-    if match["kind"] == "conv":
+    kernel = operation.kernel
+    if operation.kind == "conv":
         body = [nn.ReLU(), *geometry.conv_bn(width, width, kernel)]
-    elif match["kind"] == "sepconv":
-        body = [nn.ReLU(), geometry.conv(width, width, kernel, groups=width),
-                *geometry.conv_bn(width, width, 1)]
+    elif operation.kind == "sepconv":
+        body = [
+            nn.ReLU(),
+            geometry.conv(width, width, kernel, groups=width),
+            *geometry.conv_bn(width, width, 1),
+        ]
     else:
-        hidden = width * int(match["e"])
-        body = [*geometry.conv_bn(width, hidden, 1), nn.ReLU(),
-                *geometry.conv_bn(hidden, hidden, kernel, groups=hidden), nn.ReLU(),
-                *geometry.conv_bn(hidden, width, 1)]
+        hidden = width * operation.expansion
+        body = [
+            *geometry.conv_bn(width, hidden, 1),
+            nn.ReLU(),
+            *geometry.conv_bn(hidden, hidden, kernel, groups=hidden),
+            nn.ReLU(),
+            *geometry.conv_bn(hidden, width, 1),
+        ]
     return Residual(nn.Sequential(*body))
 
 

@@ -10,33 +10,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from kubenas.api.vocabulary import NB201_EDGES, NB201_NODES, parse_nb201_cell
 from kubenas_trainer.config import ConfigError
 from kubenas_trainer.models.decode import positive_int
 from kubenas_trainer.models.layers import Classifier, Geometry
 
-OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-NODES = 4
-
-Edge = tuple[str, int]
+# (to node, from node, operation) for every edge of a cell, in NAS-Bench-201's order.
+Edges = list[tuple[int, int, str]]
 
 
-def parse_cell(text: str) -> list[list[Edge]]:
-    """Decode a cell string into, for each node 1..3, its ``(op, input node)`` edges."""
-    groups = text.strip().split("+")
-    if len(groups) != NODES - 1:
-        raise ConfigError(f"cell must have {NODES - 1} '+'-separated nodes, got {text!r}")
-    nodes: list[list[Edge]] = []
-    for node, group in enumerate(groups, start=1):
-        edges: list[Edge] = []
-        for token in group.strip("|").split("|"):
-            op, _, source = token.partition("~")
-            if op not in OPS or not source.isdigit():
-                raise ConfigError(f"bad cell edge {token!r}: want op~input with op in {OPS}")
-            edges.append((op, int(source)))
-        if sorted(source for _, source in edges) != list(range(node)):
-            raise ConfigError(f"cell node {node} needs one edge from each of nodes 0..{node - 1}")
-        nodes.append(edges)
-    return nodes
+def decode_cell(cell: object) -> Edges:
+    """The cell string's edges, or a :class:`ConfigError` saying what is wrong with it."""
+    try:
+        operations = parse_nb201_cell(str(cell))
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    return [(target, source, operations[(target, source)]) for target, source in NB201_EDGES]
 
 
 def _edge_op(op: str, channels: int, geometry: Geometry) -> nn.Module:
@@ -51,19 +40,20 @@ def _edge_op(op: str, channels: int, geometry: Geometry) -> nn.Module:
 class Cell(nn.Module):
     """A NB201 cell: node j is the sum of its edges' ops; ``none`` edges are left out."""
 
-    def __init__(self, nodes: list[list[Edge]], channels: int, geometry: Geometry) -> None:
+    def __init__(self, edges: Edges, channels: int, geometry: Geometry) -> None:
         super().__init__()
-        kept = [(target, op, source) for target, edges in enumerate(nodes, start=1)
-                for op, source in edges if op != "none"]
-        self.wiring = [(target, source) for target, _, source in kept]
-        self.ops = nn.ModuleList(_edge_op(op, channels, geometry) for _, op, _ in kept)
+        kept = [(target, source, op) for target, source, op in edges if op != "none"]
+        self.wiring = [(target, source) for target, source, _ in kept]
+        self.ops = nn.ModuleList(_edge_op(op, channels, geometry) for _, _, op in kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         states = [x]
-        for node in range(1, NODES):
-            terms = [op(states[source])
-                     for (target, source), op in zip(self.wiring, self.ops, strict=True)
-                     if target == node]
+        for node in range(1, NB201_NODES):
+            terms = [
+                op(states[source])
+                for (target, source), op in zip(self.wiring, self.ops, strict=True)
+                if target == node
+            ]
             states.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
         return states[-1]
 
@@ -75,8 +65,10 @@ class ReductionBlock(nn.Module):
         super().__init__()
         stride = geometry.reduction_stride()
         self.body = nn.Sequential(
-            nn.ReLU(), *geometry.conv_bn(c_in, c_out, 3, stride=stride),
-            nn.ReLU(), *geometry.reduced().conv_bn(c_out, c_out, 3),
+            nn.ReLU(),
+            *geometry.conv_bn(c_in, c_out, 3, stride=stride),
+            nn.ReLU(),
+            *geometry.reduced().conv_bn(c_out, c_out, 3),
         )
         self.shortcut = nn.Sequential(geometry.downsample_pool(), geometry.conv(c_in, c_out, 1))
 
@@ -88,7 +80,7 @@ class ReductionBlock(nn.Module):
 def build_nb201(
     arch: dict[str, Any], in_channels: int, geometry: Geometry, num_classes: int
 ) -> nn.Module:
-    nodes = parse_cell(str(arch.get("cell", "")))
+    edges = decode_cell(arch.get("cell", ""))
     channels = positive_int(arch, "stem_channels")
     cells = positive_int(arch, "cells_per_stage")
     layers: list[nn.Module] = [*geometry.conv_bn(in_channels, channels, 3)]
@@ -96,7 +88,6 @@ def build_nb201(
         if stage > 0:
             layers.append(ReductionBlock(channels, channels * 2, geometry))
             channels, geometry = channels * 2, geometry.reduced()
-        layers.extend(Cell(nodes, channels, geometry) for _ in range(cells))
+        layers.extend(Cell(edges, channels, geometry) for _ in range(cells))
     layers += [geometry.batch_norm(channels), nn.ReLU(), Classifier(channels, num_classes)]
     return nn.Sequential(*layers)
-
