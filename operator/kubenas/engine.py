@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialState
+from kubenas.failures import explain_failures
 from kubenas.schedulers import Objective, Promotion, Scheduler, Stop, make_scheduler
 from kubenas.space import Architecture, Assignment, SearchSpace, build_space
 from kubenas.strategies import Observation, Strategy, make_strategy
@@ -176,7 +177,7 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
     if failed > budget.max_failed_trials:
         return finish(
             FinishReason.TOO_MANY_FAILURES,
-            f"{failed} trials failed, more than maxFailedTrials ({budget.max_failed_trials})",
+            f"{explain_failures(records)}; more than maxFailedTrials ({budget.max_failed_trials})",
         )
     if budget.goal is not None and best is not None:
         value = objective.of(best.metrics)

@@ -14,6 +14,7 @@ from rich.text import Text
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialState
 from kubenas.engine import Decisions
+from kubenas.failures import explain_failures
 
 
 def _clock(seconds: float) -> str:
@@ -28,6 +29,7 @@ class Display:
         self.console = Console(stderr=True)
         self.live: Live | None = None
         self.recent: list[str] = []
+        self.records: list[TrialRecord] = []  # as last shown, for the final line
 
     def __enter__(self) -> Display:
         if not self.quiet:
@@ -53,6 +55,7 @@ class Display:
             self.recent = [*self.recent[-7:], stamped]
 
     def update(self, records: list[TrialRecord], decisions: Decisions, elapsed: float) -> None:
+        self.records = records
         if self.live is None:
             return
         spec = self.experiment.spec
@@ -91,12 +94,19 @@ class Display:
         self.live.update(Group(summary, running, Text("\n".join(self.recent), style="dim")))
 
     def done(self, summary: dict[str, Any], out: Any) -> None:
-        best = summary.get("best") or {}
+        """The final line: the best trial, or why there is none (the trials' failures)."""
+        best = summary.get("best")
+        outcome = (
+            f"best {best['trial']} {best.get('metrics', {})}"
+            if best
+            else f"no best trial: {explain_failures(self.records)}"
+        )
         trials = summary["trials"]
         self.console.print(
             f"finished: {summary.get('reason')} - {trials['total']} trials "
             f"({trials['succeeded']} succeeded, {trials['failed']} failed); "
-            f"best {best.get('trial')} {best.get('metrics', {})}; results in {out}",
+            f"{outcome}; results in {out}",
             highlight=False,
             markup=False,
+            soft_wrap=True,  # one line, whatever the width, for logs and scripts
         )
