@@ -69,9 +69,11 @@ def to_rfc3339(seconds: float | None) -> str | None:
 
 
 def from_rfc3339(text: str | None) -> float | None:
+    """Seconds of an RFC 3339 time, in the API's ``Z`` form or the client's ``+00:00`` one."""
     if not text:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    parsed = datetime.fromisoformat(text)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def to_record(name: str, spec: TrialSpec, status: TrialStatus | None) -> TrialRecord:

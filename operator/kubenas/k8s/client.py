@@ -4,7 +4,7 @@ creating what already exists and deleting what is already gone both count as don
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -26,7 +26,31 @@ def _items(response: Any) -> list[dict[str, Any]]:
     return cast(list[dict[str, Any]], json.loads(response.data)["items"])
 
 
+class KubeApi(Protocol):
+    """The calls a reconcile pass makes; :class:`Api` makes them against the API server, a
+    watch-fed cache may answer the reads, and the unit tests use an in-memory fake."""
+
+    def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list_trials(self, namespace: str, experiment: str) -> list[dict[str, Any]]: ...
+    def list_jobs(self, namespace: str, experiment: str) -> list[dict[str, Any]]: ...
+    def list_experiment_pods(self, namespace: str, experiment: str) -> list[dict[str, Any]]: ...
+    def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]: ...
+    def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]: ...
+    def get_trial(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def create_job(self, job: dict[str, Any]) -> bool: ...
+    def delete_job(self, namespace: str, name: str) -> None: ...
+    def patch_trial_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+    def patch_experiment_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> None: ...
+    def close(self) -> None: ...
+
+
 class Api:
+    """:class:`KubeApi` against the API server."""
+
     def __init__(self) -> None:
         self.api_client = client.ApiClient()
         self.custom = client.CustomObjectsApi(self.api_client)

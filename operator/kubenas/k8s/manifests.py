@@ -13,8 +13,7 @@ from typing import Any
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord
 from kubenas.api.trial import TRIAL_KIND, TrialSpec
-from kubenas.contract import trial_environment, trial_name
-from kubenas.engine import StartTrial
+from kubenas.contract import trial_environment
 from kubenas.k8s.settings import (
     GROUP,
     LABEL_EXPERIMENT,
@@ -51,22 +50,25 @@ def job_name(trial: str, fidelity: int | None) -> str:
 
 
 def build_trial(
-    experiment_obj: dict[str, Any], experiment: NASExperiment, start: StartTrial
+    experiment_obj: dict[str, Any],
+    experiment: NASExperiment,
+    record: TrialRecord,
+    architecture: dict[str, Any],
 ) -> dict[str, Any]:
-    name = trial_name(experiment.name, start.index)
+    """The NASTrial of a new record, owned by the experiment (its status is written next)."""
     spec = TrialSpec(
         experiment=experiment.name,
-        index=start.index,
-        parameters=start.params,
-        architecture=start.architecture,
-        key=start.key,
-        fidelity=start.fidelity,
+        index=record.index,
+        parameters=record.params,
+        architecture=architecture,
+        key=record.key,
+        fidelity=record.fidelity,
     )
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": TRIAL_KIND,
         "metadata": {
-            "name": name,
+            "name": record.name,
             "namespace": experiment_obj["metadata"]["namespace"],
             "labels": {LABEL_EXPERIMENT: experiment.name, LABEL_MANAGED_BY: MANAGER},
             "ownerReferences": [owner_reference(experiment_obj)],
@@ -197,8 +199,9 @@ def build_job(
             "ownerReferences": [owner_reference(trial_obj)],
         },
         "spec": {
+            # No activeDeadlineSeconds: it counts from the Job's start, queue time included;
+            # the engine times a trial out from its container's start (kubenas.engine).
             "backoffLimit": spec.trial.backoff_limit,
-            "activeDeadlineSeconds": spec.trial.timeout_seconds,
             "template": {
                 "metadata": {
                     "labels": {**(pod_meta.get("labels") or {}), **labels},

@@ -7,11 +7,18 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 PUSH_JOB = "kubenas-trial"
-TIMEOUT_SECONDS = 3.0
+# Short: a pass asks Prometheus once and must not wait long when it is slow or down (the final
+# metrics are in the pods' termination messages anyway).
+QUERY_TIMEOUT_SECONDS = 2.0
+PUSHGATEWAY_TIMEOUT_SECONDS = 3.0
+SOURCE_PROMETHEUS = "prometheus"
+SOURCE_TERMINATION_MESSAGE = "termination-message"
 
 
 class MetricsUnavailable(Exception):
@@ -27,35 +34,80 @@ class TrialMetrics:
     final: bool
 
 
-def _selector(namespace: str, experiment: str, trial: str) -> str:
-    return f'job="{PUSH_JOB}",namespace="{namespace}",experiment="{experiment}",trial="{trial}"'
+class Availability(StrEnum):
+    """What one pass learned about Prometheus."""
+
+    NOT_CONFIGURED = "NotConfigured"
+    NOT_QUERIED = "NotQueried"
+    ANSWERED = "Answered"
+    UNREACHABLE = "Unreachable"
 
 
-def query_prometheus(base_url: str, namespace: str, experiment: str, trial: str) -> TrialMetrics:
-    """One instant query for every series of the trial's group."""
-    selector = _selector(namespace, experiment, trial)
-    query = f'{{__name__=~"kubenas_trial_(metric|epoch|final)",{selector}}}'
-    url = f"{base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Every trial's pushed metrics from one query for the whole experiment, or why there are
+    none; ``problem`` says what went wrong when Prometheus was unreachable."""
+
+    availability: Availability
+    trials: Mapping[str, TrialMetrics] = field(default_factory=dict)
+    problem: str | None = None
+
+    def of(self, trial: str) -> TrialMetrics | None:
+        return self.trials.get(trial)
+
+
+def experiment_query(namespace: str, experiment: str) -> str:
+    selector = f'job="{PUSH_JOB}",namespace="{namespace}",experiment="{experiment}"'
+    return f'{{__name__=~"kubenas_trial_(metric|epoch|final)",{selector}}}'
+
+
+def query_prometheus(base_url: str, namespace: str, experiment: str) -> dict[str, TrialMetrics]:
+    """One instant query for every series of every trial of the experiment, by trial."""
+    url = f"{base_url.rstrip('/')}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": experiment_query(namespace, experiment)}
+    )
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+        with urllib.request.urlopen(url, timeout=QUERY_TIMEOUT_SECONDS) as response:
             body = json.load(response)
     except (OSError, urllib.error.URLError, json.JSONDecodeError) as exc:
         raise MetricsUnavailable(f"{base_url}: {exc}") from exc
-    if body.get("status") != "success":
-        raise MetricsUnavailable(f"{base_url}: {body.get('error', 'query failed')}")
-    values: dict[str, float] = {}
-    epoch: int | None = None
-    final = False
+    if not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error", "query failed") if isinstance(body, dict) else "not JSON"
+        raise MetricsUnavailable(f"{base_url}: {error}")
+    values: dict[str, dict[str, float]] = {}
+    epochs: dict[str, int] = {}
+    finals: set[str] = set()
     for series in body["data"]["result"]:
         labels, (_, raw) = series["metric"], series["value"]
-        name = labels.get("__name__")
+        trial, name = labels.get("trial"), labels.get("__name__")
+        if not trial:
+            continue
+        values.setdefault(trial, {})
         if name == "kubenas_trial_metric" and "name" in labels:
-            values[labels["name"]] = float(raw)
+            values[trial][labels["name"]] = float(raw)
         elif name == "kubenas_trial_epoch":
-            epoch = int(float(raw))
-        elif name == "kubenas_trial_final":
-            final = float(raw) >= 1
-    return TrialMetrics(values, epoch, final)
+            epochs[trial] = int(float(raw))
+        elif name == "kubenas_trial_final" and float(raw) >= 1:
+            finals.add(trial)
+    return {
+        trial: TrialMetrics(found, epochs.get(trial), trial in finals)
+        for trial, found in values.items()
+    }
+
+
+def snapshot(base_url: str | None, namespace: str, experiment: str) -> MetricsSnapshot:
+    """What Prometheus says about the experiment now, never raising: a failed query is a
+    snapshot that says why (the caller falls back to termination messages)."""
+    if not base_url:
+        return MetricsSnapshot(Availability.NOT_CONFIGURED)
+    try:
+        trials = query_prometheus(base_url, namespace, experiment)
+    except MetricsUnavailable as exc:
+        return MetricsSnapshot(
+            Availability.UNREACHABLE,
+            problem=f"Prometheus unreachable, using termination messages: {exc}",
+        )
+    return MetricsSnapshot(Availability.ANSWERED, trials)
 
 
 def delete_push_group(base_url: str, namespace: str, experiment: str, trial: str) -> bool:
@@ -71,7 +123,7 @@ def delete_push_group(base_url: str, namespace: str, experiment: str, trial: str
     )
     request = urllib.request.Request(f"{base_url.rstrip('/')}/metrics/{path}", method="DELETE")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS):
+        with urllib.request.urlopen(request, timeout=PUSHGATEWAY_TIMEOUT_SECONDS):
             return True
     except (OSError, urllib.error.URLError):
         return False

@@ -1,52 +1,81 @@
-"""Pure builders of NASExperiment status: conditions kstatus and ``kubectl wait`` understand,
-counters by trial state, the best trial and a bounded Pareto front. Never a list of all trials."""
+"""Pure builders of NASExperiment status (:class:`~kubenas.api.status.ExperimentStatus`):
+conditions kstatus and ``kubectl wait`` understand, counters by trial state with the time trials
+waited to start, the best trial and a bounded Pareto front. Never a list of all trials."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.status import (
+    BestTrial,
+    Condition,
+    ExperimentStatus,
+    ParetoMember,
+    TrialCounts,
+)
+from kubenas.api.trial import to_rfc3339
 from kubenas.engine import Decisions, planner
+from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+METRICS_AVAILABLE = "MetricsAvailable"
+NO_PROMETHEUS = (
+    "no Prometheus configured (--prometheus-url): final metrics come from termination "
+    "messages, and no per-epoch progress is read"
+)
 
 
 def _condition(
-    previous: Sequence[dict[str, Any]],
+    previous: Sequence[Condition],
     kind: str,
     status: str,
     reason: str,
     message: str,
     generation: int,
-) -> dict[str, Any]:
+    now: float,
+) -> Condition:
     """A condition keeping its lastTransitionTime while its status does not change."""
-    old = next((c for c in previous if c.get("type") == kind), None)
-    changed = old is None or old.get("status") != status
-    return {
-        "type": kind,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": now_rfc3339() if changed else old["lastTransitionTime"],  # type: ignore[index]
-        "observedGeneration": generation,
-    }
+    old = next((c for c in previous if c.type == kind), None)
+    since = old.last_transition_time if old is not None and old.status == status else None
+    return Condition.model_validate(
+        {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": since or to_rfc3339(now),
+            "observedGeneration": generation,
+        }
+    )
+
+
+def metrics_state(previous: Sequence[Condition], metrics: MetricsSnapshot) -> tuple[str, str, str]:
+    """(status, reason, message) of MetricsAvailable: True only when this pass's query to
+    Prometheus succeeded; a pass that did not ask keeps what the last one found."""
+    if metrics.availability is Availability.NOT_CONFIGURED:
+        return "False", "NotConfigured", NO_PROMETHEUS
+    if metrics.availability is Availability.UNREACHABLE:
+        return "False", "PrometheusUnreachable", metrics.problem or "Prometheus unreachable"
+    if metrics.availability is Availability.ANSWERED:
+        return "True", "PrometheusReachable", "Prometheus answered the last query"
+    old = next((c for c in previous if c.type == METRICS_AVAILABLE), None)
+    if old is not None and old.reason not in (None, "NotConfigured"):
+        return old.status, old.reason or "", old.message or ""
+    return "Unknown", "NotQueried", "Prometheus has not been asked yet: no trial has run"
 
 
 def conditions(
-    previous: Sequence[dict[str, Any]],
+    previous: Sequence[Condition],
     generation: int,
     *,
     finished: bool,
     succeeded: bool,
     reason: str,
     message: str,
-    metrics_problem: str | None,
-) -> list[dict[str, Any]]:
+    metrics: MetricsSnapshot,
+    now: float,
+) -> list[Condition]:
     """Ready/Succeeded/Failed for people and ``kubectl wait``; Reconciling/Stalled for kstatus
     (Flux, Argo CD): Reconciling while the search runs, Stalled once it failed."""
     if not finished:
@@ -73,109 +102,99 @@ def conditions(
             ("Reconciling", "False", reason, "the search has stopped"),
             ("Stalled", "True", reason, message),
         ]
-    out = [_condition(previous, k, s, r, m, generation) for k, s, r, m in states]
-    if metrics_problem is not None:
-        out.append(
-            _condition(
-                previous,
-                "MetricsAvailable",
-                "False",
-                "PrometheusUnreachable",
-                metrics_problem,
-                generation,
-            )
-        )
-    else:
-        out.append(
-            _condition(
-                previous,
-                "MetricsAvailable",
-                "True",
-                "PrometheusReachable",
-                "metrics come from Prometheus",
-                generation,
-            )
-        )
-    return out
+    states.append((METRICS_AVAILABLE, *metrics_state(previous, metrics)))
+    return [_condition(previous, k, s, r, m, generation, now) for k, s, r, m in states]
 
 
-def _summary(record: TrialRecord, experiment: NASExperiment) -> dict[str, Any]:
+def trial_counts(records: Sequence[TrialRecord]) -> TrialCounts:
+    """Trials by state and their queue time: the total of every finished wait, and its mean
+    per trial."""
+    counts = {state: sum(r.state == state for r in records) for state in TrialState}
+    queued = sum(r.queue_seconds for r in records)
+    return TrialCounts(
+        total=len(records),
+        pending=counts[TrialState.PENDING],
+        running=counts[TrialState.RUNNING],
+        succeeded=counts[TrialState.SUCCEEDED],
+        failed=counts[TrialState.FAILED],
+        stopped=counts[TrialState.STOPPED],
+        done=counts[TrialState.SUCCEEDED] + counts[TrialState.FAILED] + counts[TrialState.STOPPED],
+        queue_seconds=round(queued, 1),
+        mean_queue_seconds=round(queued / len(records), 1) if records else 0.0,
+    )
+
+
+def _best(record: TrialRecord, experiment: NASExperiment) -> BestTrial:
     space = planner(experiment.spec).space
-    metric = experiment.spec.objective.metric
-    return {
-        "name": record.name,
-        "objective": record.metrics.get(metric),
-        "fidelity": record.fidelity,
-        "architecture": space.to_architecture(space.active(record.params)),
-        "metrics": dict(record.metrics),
-    }
+    return BestTrial(
+        name=record.name,
+        objective=record.metrics.get(experiment.spec.objective.metric),
+        fidelity=record.fidelity,
+        architecture=space.to_architecture(space.active(record.params)),
+        metrics=dict(record.metrics),
+    )
 
 
 def experiment_status(
     experiment: NASExperiment,
-    previous: dict[str, Any],
+    previous: ExperimentStatus,
     generation: int,
     records: Sequence[TrialRecord],
     decisions: Decisions,
     *,
-    metrics_problem: str | None = None,
-) -> dict[str, Any]:
+    metrics: MetricsSnapshot,
+    now: float,
+) -> ExperimentStatus:
     """The whole status subresource of an experiment that runs or has run."""
-    counts = {state: sum(r.state == state for r in records) for state in TrialState}
     finished = decisions.finished
-    succeeded = decisions.succeeded
-    reason, message = str(decisions.reason or "Running"), decisions.message
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "conditions": conditions(
-            previous.get("conditions") or [],
+    reason = str(decisions.reason or "Running")
+    return ExperimentStatus(
+        observed_generation=generation,
+        conditions=conditions(
+            previous.conditions,
             generation,
             finished=finished,
-            succeeded=succeeded,
+            succeeded=decisions.succeeded,
             reason=reason,
-            message=message,
-            metrics_problem=metrics_problem,
+            message=decisions.message,
+            metrics=metrics,
+            now=now,
         ),
-        "trials": {
-            "total": len(records),
-            "pending": counts[TrialState.PENDING],
-            "running": counts[TrialState.RUNNING],
-            "succeeded": counts[TrialState.SUCCEEDED],
-            "failed": counts[TrialState.FAILED],
-            "stopped": counts[TrialState.STOPPED],
-            "done": counts[TrialState.SUCCEEDED]
-            + counts[TrialState.FAILED]
-            + counts[TrialState.STOPPED],
-        },
-        "startTime": previous.get("startTime") or now_rfc3339(),
-        "bestTrial": _summary(decisions.best, experiment) if decisions.best else None,
-        "paretoFront": [{"name": r.name, "metrics": dict(r.metrics)} for r in decisions.pareto]
+        trials=trial_counts(records),
+        start_time=previous.start_time or to_rfc3339(now),
+        best_trial=_best(decisions.best, experiment) if decisions.best else None,
+        pareto_front=[ParetoMember(name=r.name, metrics=dict(r.metrics)) for r in decisions.pareto]
         or None,
-        "completionTime": (previous.get("completionTime") or now_rfc3339()) if finished else None,
-        "finishReason": reason if finished else None,
-    }
-    return status
+        completion_time=(previous.completion_time or to_rfc3339(now)) if finished else None,
+        finish_reason=reason if finished else None,
+    )
 
 
 def failed_to_run_status(
-    previous: dict[str, Any],
+    previous: ExperimentStatus,
     generation: int,
     reason: str,
     message: str,
-    metrics_problem: str | None,
-) -> dict[str, Any]:
-    """Status of a spec that passed the schema but cannot run: Failed with the reason, at once."""
-    return {
-        "observedGeneration": generation,
-        "conditions": conditions(
-            previous.get("conditions") or [],
-            generation,
-            finished=True,
-            succeeded=False,
-            reason=reason,
-            message=message,
-            metrics_problem=metrics_problem,
-        ),
-        "completionTime": previous.get("completionTime") or now_rfc3339(),
-        "finishReason": reason,
-    }
+    *,
+    metrics: MetricsSnapshot,
+    now: float,
+) -> ExperimentStatus:
+    """Status of a spec that passed the schema but cannot run: Failed with the reason, at once;
+    what earlier passes recorded (counters, best trial) stays."""
+    return previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conditions(
+                previous.conditions,
+                generation,
+                finished=True,
+                succeeded=False,
+                reason=reason,
+                message=message,
+                metrics=metrics,
+                now=now,
+            ),
+            "completion_time": previous.completion_time or to_rfc3339(now),
+            "finish_reason": reason,
+        }
+    )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from kubernetes import client
 
+from kubenas.api.trial import from_rfc3339
 from kubenas.k8s.client import Api
 from kubenas.k8s.settings import EXPERIMENTS, GROUP, LABEL_EXPERIMENT, TRIALS, VERSION
 
@@ -36,7 +38,10 @@ def _state(experiment: dict[str, Any]) -> str:
     return "Pending"
 
 
-def render(experiment: dict[str, Any], trials: list[dict[str, Any]]) -> str:
+def render(
+    experiment: dict[str, Any], trials: list[dict[str, Any]], now: float | None = None
+) -> str:
+    """The experiment, its counters and queue time, then one line per trial."""
     spec, status = experiment["spec"], experiment.get("status") or {}
     metric = (spec.get("objective") or {}).get("metric", "val_accuracy")
     strategy = (spec.get("strategy") or {}).get("name", "random")
@@ -50,6 +55,11 @@ def render(experiment: dict[str, Any], trials: list[dict[str, Any]]) -> str:
         f" (running {counts.get('running', 0)}, succeeded {counts.get('succeeded', 0)},"
         f" failed {counts.get('failed', 0)}, stopped {counts.get('stopped', 0)})",
     ]
+    if counts.get("queueSeconds"):
+        lines.append(
+            f"  queue      trials waited {_seconds(counts['queueSeconds'])} to start in all,"
+            f" {_seconds(counts.get('meanQueueSeconds') or 0)} each on average"
+        )
     best = status.get("bestTrial")
     if best:
         lines.append(f"  best       {best['name']}  {metric} {best.get('objective')}")
@@ -58,7 +68,7 @@ def render(experiment: dict[str, Any], trials: list[dict[str, Any]]) -> str:
         if condition.get("status") == "False" and condition.get("type") == "MetricsAvailable":
             lines.append(f"  warning    {condition.get('message')}")
     lines.append("")
-    lines.append(f"  {'TRIAL':<28}{'STATE':<11}{'FIDELITY':>9}{metric:>16}  REASON")
+    lines.append(f"  {'TRIAL':<28}{'STATE':<11}{'FIDELITY':>9}{metric:>16}  {'QUEUE':<18}REASON")
     for trial in trials:
         t_status = trial.get("status") or {}
         value = (t_status.get("metrics") or {}).get(metric)
@@ -66,9 +76,28 @@ def render(experiment: dict[str, Any], trials: list[dict[str, Any]]) -> str:
             f"  {trial['metadata']['name']:<28}{t_status.get('state', 'Pending'):<11}"
             f"{t_status.get('fidelity') or trial['spec'].get('fidelity') or '-'!s:>9}"
             f"{(f'{value:.4f}' if isinstance(value, int | float) else '-'):>16}"
-            f"  {t_status.get('reason') or ''}"
+            f"  {_queue(t_status, now if now is not None else time.time()):<18}"
+            f"{t_status.get('reason') or _source(t_status)}".rstrip()
         )
     return "\n".join(lines)
+
+
+def _source(status: dict[str, Any]) -> str:
+    source = status.get("metricsSource")
+    return f"metrics from {source}" if source else ""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _queue(status: dict[str, Any], now: float) -> str:
+    """How long the trial waited to start ("waited 40 s"), or has been waiting so far."""
+    queued = from_rfc3339(status.get("queuedAt"))
+    if queued is not None:
+        return f"waiting {_seconds(max(0.0, now - queued))}"
+    waited = status.get("queueSeconds") or 0
+    return f"waited {_seconds(waited)}" if waited else "-"
 
 
 def best_architecture(experiment: dict[str, Any]) -> dict[str, Any] | None:

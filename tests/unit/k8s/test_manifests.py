@@ -6,11 +6,14 @@ from typing import Any
 
 import pytest
 
+from kubenas import transitions
 from kubenas.api import parse_experiment
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.status import ExperimentStatus
 from kubenas.engine import decide
 from kubenas.k8s.manifests import PodTemplateError, build_job, build_trial, job_name
+from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.k8s.settings import OperatorSettings
 from kubenas.k8s.status import conditions, experiment_status
 
@@ -40,29 +43,24 @@ OWNER = {
 
 def _job(experiment: NASExperiment, settings: OperatorSettings | None = None) -> dict[str, Any]:
     start = decide(experiment.spec, [], now=0.0).start[0]
-    trial = build_trial(OWNER, experiment, start)
+    record = transitions.created("exp-0000", start, now=0.0)
+    trial = build_trial(OWNER, experiment, record, start.architecture)
     trial["metadata"]["uid"] = "u-2"
-    record = TrialRecord(
-        name=trial["metadata"]["name"],
-        index=start.index,
-        params=start.params,
-        key=start.key,
-        state=TrialState.PENDING,
-        fidelity=start.fidelity,
-    )
     return build_job(experiment, trial, record, start.architecture, settings or OperatorSettings())
 
 
 def test_trial_is_named_by_index_and_owned_by_the_experiment() -> None:
     experiment = _experiment()
     start = decide(experiment.spec, [], now=0.0).start[1]
-    trial = build_trial(OWNER, experiment, start)
+    trial = build_trial(
+        OWNER, experiment, transitions.created("exp-0001", start, 0.0), start.architecture
+    )
     assert trial["metadata"]["name"] == "exp-0001"
     assert trial["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     assert trial["spec"]["architecture"]["cell"].count("~") == 6
 
 
-def test_job_runs_the_trainer_restricted_with_gpu_and_deadline() -> None:
+def test_job_runs_the_trainer_restricted_with_gpu_and_no_deadline_of_its_own() -> None:
     job = _job(
         _experiment(
             resources={"limits": {"nvidia.com/gpu": 1}},
@@ -75,7 +73,9 @@ def test_job_runs_the_trainer_restricted_with_gpu_and_deadline() -> None:
     assert job["metadata"]["name"] == job_name("exp-0000", 3) == "exp-0000-f3"
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     spec = job["spec"]
-    assert spec["activeDeadlineSeconds"] == 600 and spec["backoffLimit"] == 0
+    # The engine times trials out from their container's start; a Job deadline would count
+    # the time its pod waited for a GPU.
+    assert "activeDeadlineSeconds" not in spec and spec["backoffLimit"] == 0
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and pod["priorityClassName"] == "nas"
     assert pod["securityContext"] == {
@@ -126,8 +126,9 @@ def test_pod_template_adds_volumes_but_not_privileges() -> None:
 
 
 def test_conditions_read_as_kstatus_expects() -> None:
+    answered = MetricsSnapshot(Availability.ANSWERED)
     running = {
-        c["type"]: c["status"]
+        c.type: c.status
         for c in conditions(
             [],
             1,
@@ -135,12 +136,14 @@ def test_conditions_read_as_kstatus_expects() -> None:
             succeeded=False,
             reason="Running",
             message="",
-            metrics_problem=None,
+            metrics=answered,
+            now=0.0,
         )
     }
     assert running["Reconciling"] == "True" and running["Stalled"] == "False"
+    down = MetricsSnapshot(Availability.UNREACHABLE, problem="down")
     failed = {
-        c["type"]: (c["status"], c["reason"])
+        c.type: (c.status, c.reason)
         for c in conditions(
             [],
             1,
@@ -148,7 +151,8 @@ def test_conditions_read_as_kstatus_expects() -> None:
             succeeded=False,
             reason="TooManyFailures",
             message="x",
-            metrics_problem="down",
+            metrics=down,
+            now=0.0,
         )
     }
     assert failed["Failed"] == ("True", "TooManyFailures") and failed["Stalled"][0] == "True"
@@ -171,7 +175,15 @@ def test_status_has_counters_and_best_never_every_trial() -> None:
         for s in starts
     ]
     decisions = decide(experiment.spec, records, now=1.0)
-    status = experiment_status(experiment, {}, 2, records, decisions)
+    status = experiment_status(
+        experiment,
+        ExperimentStatus(),
+        2,
+        records,
+        decisions,
+        metrics=MetricsSnapshot(Availability.NOT_CONFIGURED),
+        now=1.0,
+    ).to_wire()
     assert status["observedGeneration"] == 2
     assert status["trials"]["succeeded"] == 2 and status["trials"]["done"] == 2
     assert status["bestTrial"]["name"] == "exp-0001"

@@ -1,0 +1,102 @@
+"""What a pass does to the cluster: the operator's :class:`kubenas.transitions.Effects` and the
+clean-ups after a run. Every record change is decided elsewhere; this module only writes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kubenas.api.experiment import NASExperiment
+from kubenas.api.records import TrialRecord
+from kubenas.api.trial import status_of
+from kubenas.engine import planner
+from kubenas.k8s import metrics_source, operator_metrics
+from kubenas.k8s.client import KubeApi
+from kubenas.k8s.manifests import build_job, build_trial, job_name
+from kubenas.k8s.settings import OperatorSettings
+
+Json = dict[str, Any]
+
+
+class ClusterEffects:
+    """Applied decisions in the cluster: ``halt`` deletes the run's Job, ``save`` creates the
+    NASTrial (a new record) or patches its status, ``launch`` creates the Job and returns the
+    record still Pending: it runs once its container starts, which a later pass observes."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        settings: OperatorSettings,
+        experiment_obj: Json,
+        experiment: NASExperiment,
+        trials: dict[str, Json],
+    ) -> None:
+        self.api = api
+        self.settings = settings
+        self.experiment_obj = experiment_obj
+        self.experiment = experiment
+        self.namespace = str(experiment_obj["metadata"]["namespace"])
+        self.trials = trials
+
+    def _architecture(self, record: TrialRecord) -> dict[str, Any]:
+        space = planner(self.experiment.spec).space
+        return space.to_architecture(space.active(record.params))
+
+    def halt(self, record: TrialRecord) -> str:
+        self.api.delete_job(self.namespace, job_name(record.name, record.fidelity))
+        return ""
+
+    def save(self, before: TrialRecord | None, after: TrialRecord) -> None:
+        if before is None:
+            manifest = build_trial(
+                self.experiment_obj, self.experiment, after, self._architecture(after)
+            )
+            stored = self.api.create_trial(manifest)
+            self.trials[after.name] = stored
+            if stored.get("status"):  # made by an earlier pass, which wrote its state
+                return
+        elif after == before:
+            return
+        status = status_of(after, job_name(after.name, after.fidelity))
+        self.api.patch_trial_status(
+            self.namespace, after.name, status.model_dump(by_alias=True, mode="json")
+        )
+
+    def launch(self, record: TrialRecord) -> TrialRecord:
+        job = build_job(
+            self.experiment,
+            self.trials[record.name],
+            record,
+            self._architecture(record),
+            self.settings,
+        )
+        self.api.create_job(job)
+        return record
+
+
+def delete_push_groups(
+    settings: OperatorSettings, namespace: str, experiment: str, trials: Iterable[str]
+) -> None:
+    """Remove the Pushgateway groups of runs just recorded (their pods cannot push again). The
+    first failure ends the attempt, so a Pushgateway that is down costs a pass one timeout;
+    what is left is removed with the experiment."""
+    if not settings.pushgateway_url:
+        return
+    for trial in trials:
+        if not metrics_source.delete_push_group(
+            settings.pushgateway_url, namespace, experiment, trial
+        ):
+            return
+
+
+def count_run_time(
+    namespace: str, experiment: NASExperiment, records: Iterable[TrialRecord]
+) -> None:
+    """Wall time and GPU time of finished runs, for the operator's own metrics."""
+    gpus = operator_metrics.gpus_requested(experiment)
+    for record in records:
+        if record.started_at is None or record.finished_at is None:
+            continue
+        seconds = max(0.0, record.finished_at - record.started_at)
+        operator_metrics.TRIAL_DURATION.observe(seconds)
+        operator_metrics.GPU_SECONDS.labels(namespace, experiment.name).inc(seconds * gpus)

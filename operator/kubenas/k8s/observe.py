@@ -1,0 +1,239 @@
+"""What the cluster says happened, folded into the trial records: pure, given what a pass read.
+
+:func:`observe` takes the records as stored, the experiment's Jobs and pods and one Prometheus
+snapshot, and returns the records as they now are, through :mod:`kubenas.transitions` only. A
+trial is Running only once its trainer container has started, and its clock starts then: a Job
+that Kueue keeps suspended, or whose pod waits for a GPU, keeps the trial Pending and queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from kubenas import transitions
+from kubenas.api.experiment import NASExperiment
+from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.trial import from_rfc3339
+from kubenas.k8s.manifests import TRAINER_CONTAINER, job_name
+from kubenas.k8s.metrics_source import (
+    SOURCE_PROMETHEUS,
+    SOURCE_TERMINATION_MESSAGE,
+    MetricsSnapshot,
+    TrialMetrics,
+    parse_termination_message,
+)
+from kubenas.k8s.settings import LABEL_TRIAL
+
+DETAIL_LIMIT = 1024
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+
+Json = dict[str, Any]
+
+
+class JobOutcome(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The records after folding in the cluster's state. ``ended``: trials whose run finished
+    in this pass (their Pushgateway group can go); ``relaunch``: pending trials without a Job
+    (created just before a crash, or their Job was lost)."""
+
+    records: dict[str, TrialRecord]
+    ended: tuple[str, ...] = ()
+    relaunch: tuple[str, ...] = ()
+
+
+def job_outcome(job: Mapping[str, Any]) -> JobOutcome | None:
+    """How the Job ended, or None while it has not."""
+    status = job.get("status") or {}
+    if (status.get("succeeded") or 0) >= 1:
+        return JobOutcome.SUCCEEDED
+    if _failed_condition(job) is not None:
+        return JobOutcome.FAILED
+    return None
+
+
+def _failed_condition(job: Mapping[str, Any]) -> Json | None:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def pods_of(job: str, pods: Sequence[Json]) -> list[Json]:
+    """The Job's pods, newest first."""
+    mine = [
+        p
+        for p in pods
+        if any((p["metadata"].get("labels") or {}).get(key) == job for key in JOB_NAME_LABELS)
+    ]
+    return sorted(mine, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True)
+
+
+def trainer_state(pods: Sequence[Json]) -> Json:
+    """The trainer container's ``state`` (``waiting``/``running``/``terminated``) in the newest
+    pod that reports one; empty while no pod has it (unscheduled, or no pod yet)."""
+    for pod in pods:
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") == TRAINER_CONTAINER and status.get("state"):
+                return dict(status["state"])
+    return {}
+
+
+def container_started_at(state: Mapping[str, Any]) -> float | None:
+    for phase in ("running", "terminated"):
+        started = (state.get(phase) or {}).get("startedAt")
+        if started:
+            return from_rfc3339(started)
+    return None
+
+
+def _final_metrics(
+    experiment: NASExperiment, record: TrialRecord, pushed: TrialMetrics | None, summary: Json
+) -> tuple[dict[str, float] | None, str]:
+    """(metrics, source): Prometheus when it holds the run's final push, else the termination
+    message. A final push of an earlier rung (a promoted trial's last run, until Prometheus
+    drops it) has fewer epochs than this run's fidelity and is not taken."""
+    metric = experiment.spec.objective.metric
+    if pushed is not None and pushed.final and metric in pushed.values:
+        reached = record.fidelity is None or (pushed.epoch or 0) >= record.fidelity
+        if reached:
+            return dict(pushed.values), SOURCE_PROMETHEUS
+    reported = summary.get("metrics")
+    if isinstance(reported, dict):
+        numbers = {
+            k: float(v)
+            for k, v in reported.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        return numbers, SOURCE_TERMINATION_MESSAGE
+    return None, SOURCE_TERMINATION_MESSAGE
+
+
+def checkpoint_path(experiment: NASExperiment, record: TrialRecord) -> str:
+    """Where the trainer keeps the trial's checkpoint when its summary names none."""
+    root = experiment.spec.trial.checkpoint_dir.rstrip("/")
+    return f"{root}/{experiment.name}/{record.name}/checkpoint.pt"
+
+
+def _ended(
+    experiment: NASExperiment,
+    record: TrialRecord,
+    job: Json,
+    outcome: JobOutcome,
+    state: Json,
+    pushed: TrialMetrics | None,
+    now: float,
+) -> TrialRecord:
+    """The record of a run whose Job finished (started first, if no pass saw it run)."""
+    status = job.get("status") or {}
+    terminated = state.get("terminated") or {}
+    started_at = container_started_at(state) or from_rfc3339(status.get("startTime"))
+    if started_at is not None:
+        record = transitions.started(record, started_at)
+    at = from_rfc3339(terminated.get("finishedAt") or status.get("completionTime")) or now
+    if outcome is JobOutcome.FAILED:
+        reason = str((_failed_condition(job) or {}).get("reason") or "Failed")
+        detail = str(terminated.get("message") or terminated.get("reason") or "")
+        message = f"{reason}: exit code {terminated.get('exitCode')}; {detail[-DETAIL_LIMIT:]}"
+        return transitions.failed(record, "Crashed", message.strip(), at)
+    summary = parse_termination_message(terminated.get("message")) or {}
+    metrics, source = _final_metrics(experiment, record, pushed, summary)
+    metric = experiment.spec.objective.metric
+    if metrics is None or metric not in metrics:
+        return transitions.failed(record, "MissingObjective", f"the trial reported no {metric}", at)
+    checkpoint = summary.get("checkpoint")
+    return transitions.succeeded(
+        record,
+        metrics,
+        checkpoint=str(checkpoint) if checkpoint else checkpoint_path(experiment, record),
+        source=source,
+        now=at,
+    )
+
+
+def _progressed(
+    experiment: NASExperiment, record: TrialRecord, pushed: TrialMetrics | None
+) -> TrialRecord:
+    """The running trial's latest epoch objective, for median stopping."""
+    if record.state is not TrialState.RUNNING or pushed is None or pushed.final:
+        return record
+    value = pushed.values.get(experiment.spec.objective.metric)
+    if not pushed.epoch or value is None:
+        return record
+    return transitions.progressed(record, [(pushed.epoch, value)])
+
+
+def observe(
+    experiment: NASExperiment,
+    records: Mapping[str, TrialRecord],
+    jobs: Sequence[Json],
+    pods: Sequence[Json],
+    metrics: MetricsSnapshot,
+    now: float,
+) -> Observation:
+    """Fold every active trial's Job, pod and pushed metrics into its record."""
+    by_name = {j["metadata"]["name"]: j for j in jobs}
+    out = dict(records)
+    ended: list[str] = []
+    relaunch: list[str] = []
+    for name, record in records.items():
+        if not record.state.active:
+            continue
+        job = by_name.get(job_name(record.name, record.fidelity))
+        if job is None:
+            if record.state is TrialState.RUNNING:  # its run is gone: queue it again
+                record = transitions.resumed(record, record.resumed_from, now)
+            out[name] = record
+            relaunch.append(name)
+            continue
+        state = trainer_state(pods_of(job["metadata"]["name"], pods))
+        outcome = job_outcome(job)
+        pushed = metrics.of(name)
+        if outcome is not None:
+            out[name] = _ended(experiment, record, job, outcome, state, pushed, now)
+            ended.append(name)
+        elif (job.get("spec") or {}).get("suspend"):
+            if record.state is TrialState.RUNNING:  # preempted (Kueue): queued again
+                record = transitions.resumed(record, record.resumed_from, now)
+            out[name] = record
+        else:
+            started_at = container_started_at(state)
+            if started_at is not None:
+                record = transitions.started(record, started_at)
+            out[name] = _progressed(experiment, record, pushed)
+    return Observation(out, tuple(ended), tuple(relaunch))
+
+
+def jobs_to_delete(records: Mapping[str, TrialRecord], jobs: Sequence[Json]) -> list[str]:
+    """Succeeded Jobs whose result is recorded: a finished trial's, or an earlier rung's of a
+    promoted one. Thousands of trials leave no pile of Jobs; failed runs keep theirs, for
+    ``kubectl logs``."""
+    doomed = []
+    for job in jobs:
+        name = job["metadata"]["name"]
+        trial = records.get((job["metadata"].get("labels") or {}).get(LABEL_TRIAL) or "")
+        if trial is None or job_outcome(job) is not JobOutcome.SUCCEEDED:
+            continue
+        current = job_name(trial.name, trial.fidelity)
+        if name != current or trial.state in (TrialState.SUCCEEDED, TrialState.STOPPED):
+            doomed.append(name)
+    return doomed
+
+
+def failure_events(
+    before: Mapping[str, TrialRecord], after: Mapping[str, TrialRecord]
+) -> list[tuple[str, str, str]]:
+    """A Warning for each trial that failed in this pass (once: next pass it is Failed)."""
+    return [
+        ("Warning", "TrialFailed", f"{name}: {record.reason}: {record.message}"[:1000])
+        for name, record in after.items()
+        if record.state is TrialState.FAILED
+        and (before.get(name) is None or before[name].state is not TrialState.FAILED)
+    ]
