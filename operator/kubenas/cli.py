@@ -130,6 +130,19 @@ def _bench_suggest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_operator(args: argparse.Namespace) -> int:
+    from kubenas.bench.operator import format_table, measure
+
+    scales = [int(n) for n in args.experiments.split(",")]
+    before = Path(args.before) if args.before else None
+    keep = Path(args.keep) if args.keep else None
+    rows = measure(scales, args.trials, args.parallel, before, args.timeout, keep)
+    print(format_table(rows))
+    if args.json:
+        print(json.dumps({"results": rows}))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubenas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--strategies", help="comma list (default: all)")
     suggest.add_argument("--json", action="store_true")
     suggest.set_defaults(func=_bench_suggest)
+
+    bench_op = bench.add_parser("operator", help="operator cost per trial on a dev cluster")
+    bench_op.add_argument("--experiments", default="1,10,100", help="comma list of scales")
+    bench_op.add_argument("--trials", type=int, default=20, help="trials per experiment")
+    bench_op.add_argument("--parallel", type=int, default=1, help="parallelTrials")
+    bench_op.add_argument("--before", help="another checkout whose operator to measure too")
+    bench_op.add_argument("--timeout", type=float, default=3600, help="seconds per scale")
+    bench_op.add_argument("--keep", help="keep logs and audit logs in this folder")
+    bench_op.add_argument("--json", action="store_true", help="last line: JSON results")
+    bench_op.set_defaults(func=_bench_operator)
     return parser
 
 

@@ -34,12 +34,17 @@ class OperatorProcess:
         prometheus_url: str | None,
         pushgateway_url: str | None,
         metrics_port: int | None = None,
+        health_port: int | None = None,
+        pythonpath: Path | None = None,
     ) -> None:
         self.namespace = namespace
         self.log = log
         self.prometheus_url = prometheus_url
         self.pushgateway_url = pushgateway_url
         self.metrics_port = metrics_port or free_port()
+        self.health_port = health_port or free_port()
+        # Another checkout's operator package (the benchmark's "before" run); None: this one.
+        self.pythonpath = pythonpath
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -54,13 +59,25 @@ class OperatorProcess:
             "--metrics-port",
             str(self.metrics_port),
         ]
+        env = os.environ.copy()
+        if self.pythonpath is None:
+            argv += ["--health-port", str(self.health_port)]
+        else:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(self.pythonpath), env.get("PYTHONPATH")])
+            )
         if self.prometheus_url:
             argv += ["--prometheus-url", self.prometheus_url]
         if self.pushgateway_url:
             argv += ["--pushgateway-url", self.pushgateway_url]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.pythonpath or REPO,
+                env=env,
+                start_new_session=True,
             )
         self.starts += 1
 

@@ -26,7 +26,7 @@ import yaml
 
 from kubenas_devcluster import BinariesMissing, Cluster, binaries
 
-from .operator_harness import REPO, wait_until
+from .operator_harness import REPO, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -194,7 +194,10 @@ def test_operator_deployment_is_single_restricted_and_probed() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert "--health-port=8081" in container["args"] and "--metrics-port=8080" in container["args"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert container["command"] == ["kubenas"] and container["args"][0] == "operator"
 
@@ -298,6 +301,7 @@ class Installed:
     cluster: Cluster
     started: float
     finished: float
+    health: dict[str, Any] = field(default_factory=dict)
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -317,6 +321,7 @@ def _condition(obj: dict[str, Any], kind: str) -> str | None:
 def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """helm install (namespaced mode), then a succeeding and a failing experiment."""
     workdir = tmp_path_factory.mktemp("chart-run")
+    health_port = free_port()
     for namespace in (RELEASE_NS, WATCHED_NS):
         _run(cluster, "kubectl", "create", "namespace", namespace, check=False)
     notes = _run(
@@ -335,6 +340,8 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
         "--set",
         f"operator.metricsPort={cluster.operator_metrics_port}",
         "--set",
+        f"operator.healthPort={health_port}",
+        "--set",
         f"prometheus.url={cluster.prometheus_url}",
         "--set",
         f"pushgateway.url={cluster.pushgateway_url}",
@@ -344,8 +351,10 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     assert "kubectl wait --for=condition=Succeeded nasx/digits-cell" in notes, notes
     assert f"watches NASExperiments in these namespaces: {WATCHED_NS}" in notes, notes
     assert "WARNING" not in notes, notes
-    healthz = f"http://127.0.0.1:{cluster.operator_metrics_port}/healthz"
+    healthz = f"http://127.0.0.1:{health_port}/healthz"
     wait_until(lambda: _reachable(healthz), 60, "the chart's operator to serve /healthz")
+    metrics = f"http://127.0.0.1:{cluster.operator_metrics_port}/metrics"
+    wait_until(lambda: _reachable(metrics), 30, "the chart's operator to serve /metrics")
     pods = json.loads(
         _run(
             cluster,
@@ -406,6 +415,8 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
         "--timeout=60s",
     )
     seen.finished = time.time()
+    with urllib.request.urlopen(healthz, timeout=5) as answer:
+        seen.health = json.load(answer)
     seen.snapshots["unobserved"] = {
         k: v for k, v in seen.snapshots["running"].items() if k != "status"
     }
@@ -421,6 +432,12 @@ def _reachable(url: str) -> bool:
             return bool(answer.status == 200)
     except OSError:
         return False
+
+
+def test_liveness_is_kopfs_endpoint_answering_our_probe(installed: Installed) -> None:
+    """kopf's /healthz runs the @kopf.on.probe handlers: it reports the experiments' loops."""
+    assert installed.health["reconcile-loops"]["experiments"] == 2, installed.health
+    assert installed.health["reconcile-loops"]["passes"] >= 2
 
 
 def test_experiment_succeeds_under_the_charts_operator(installed: Installed) -> None:
@@ -572,7 +589,13 @@ RECOVERY_ONLY = {
         "kubenas.io",
         "nastrials",
         "get",
-    ): "read back a trial an interrupted pass already created (409 on create)",
+    ): "read back a trial an interrupted pass already created (409 on create), or confirm "
+    "that a Pushgateway group's trial is gone",
+    (
+        "kubenas.io",
+        "nasexperiments",
+        "patch",
+    ): "remove the finalizer older operator versions put on experiments",
 }
 
 
@@ -639,9 +662,15 @@ _CHART_KINDS = (
 )
 
 
-def test_uninstall_leaves_only_crds_and_experiments(installed: Installed) -> None:
+@pytest.fixture(scope="module")
+def uninstalled(installed: Installed) -> Cluster:
     cluster = installed.cluster
     _run(cluster, "helm", "uninstall", RELEASE, "-n", RELEASE_NS, "--wait", "--timeout", "120s")
+    return cluster
+
+
+def test_uninstall_leaves_only_crds_and_experiments(uninstalled: Cluster) -> None:
+    cluster = uninstalled
     selector = f"app.kubernetes.io/instance={RELEASE}"
 
     def leftovers() -> list[str]:
@@ -669,3 +698,18 @@ def test_uninstall_leaves_only_crds_and_experiments(installed: Installed) -> Non
     kept = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout.split()
     assert sorted(kept) == ["nasexperiment.kubenas.io/hostnet", "nasexperiment.kubenas.io/quick"]
     assert _run(cluster, "kubectl", "get", "nast", "-n", WATCHED_NS, "-o", "name").stdout.split()
+
+
+def test_experiments_delete_without_the_operator(uninstalled: Cluster) -> None:
+    """No finalizer waits for an operator: with the chart gone, experiments delete at once,
+    and their trials follow by owner reference."""
+    cluster = uninstalled
+    for name in ("quick", "hostnet"):
+        assert not _get(cluster, "nasx", name)["metadata"].get("finalizers")
+        _run(cluster, "kubectl", "delete", "nasx", name, "-n", WATCHED_NS, "--timeout=60s")
+    assert not _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout
+    wait_until(
+        lambda: not _run(cluster, "kubectl", "get", "nast", "-n", WATCHED_NS, "-o", "name").stdout,
+        60,
+        "the deleted experiments' trials to go",
+    )

@@ -41,6 +41,7 @@ app.kubernetes.io/part-of: kubenas
 {{/* What the operator does in a namespace it watches (measured from the API server's audit
 log by tests/e2e/test_chart.py: every verb here is used, none is missing). */}}
 {{- define "kubenas.namespacedRules" -}}
+# patch: only to drop the finalizer older operator versions put on experiments.
 - apiGroups: [kubenas.io]
   resources: [nasexperiments]
   verbs: [get, list, watch, patch]
@@ -55,7 +56,7 @@ log by tests/e2e/test_chart.py: every verb here is used, none is missing). */}}
   verbs: [list, watch, create, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

@@ -46,6 +46,7 @@ RECONCILE_THREADS = 64
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 GC_RETRY_SECONDS = 2.0
+GC_FIRST_SECONDS = 5.0
 # Older versions put this finalizer on every experiment; kopf removes it now nothing needs it.
 LEGACY_FINALIZER = "kubenas.io/cleanup"
 PERMANENT_REASON = "CannotReconcile"
@@ -440,8 +441,9 @@ async def _park(state: OperatorState, runner: Runner, message: str) -> None:
 
 async def _sweep_forever(state: OperatorState) -> None:
     """Every ``pushgateway_gc_seconds`` (at once after an experiment is deleted, every 2 s
-    while a deleted experiment's pods are still stopping)."""
-    interval = state.settings.pushgateway_gc_seconds
+    while a deleted experiment's pods are still stopping); the first a few seconds after
+    start, once the watches have listed what exists."""
+    interval = GC_FIRST_SECONDS
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.gc_wake.wait(), interval)
