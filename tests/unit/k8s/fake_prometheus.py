@@ -66,6 +66,11 @@ def _vector(state: FakeMetricsState, query: str) -> list[dict[str, Any]]:
     return result
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (the operator's query timeout) is expected here."""
+
+
 class FakeMetricsServer:
     """Serves ``state`` on 127.0.0.1 until :meth:`stop`; ``url`` is both its Prometheus and its
     Pushgateway address."""
@@ -123,7 +128,7 @@ class FakeMetricsServer:
                 )
                 self._reply(202, {})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
