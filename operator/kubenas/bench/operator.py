@@ -356,6 +356,8 @@ def _audited(audit_log: Path, namespace: str) -> list[tuple[float, str]]:
     requests = []
     with audit_log.open() as lines:
         for line in lines:
+            if not any(f'"userAgent":"{agent}' in line for agent in OPERATOR_AGENTS):
+                continue  # most lines: other components; skip them unparsed
             event = json.loads(line)
             agent = event.get("userAgent") or ""
             if not agent.startswith(OPERATOR_AGENTS) or event["auditID"] in seen:

@@ -22,8 +22,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from kubenas.k8s.client import KubeApi
 from kubenas.k8s.settings import LABEL_EXPERIMENT
 
 Key = tuple[str, str]
@@ -34,27 +35,6 @@ Index = Mapping[Key, Collection[dict[str, Any]]]
 OVERLAY_SECONDS = 600.0
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 FINISHED_PHASES = ("Succeeded", "Failed")
-
-
-class ReadWriteApi(Protocol):
-    """What the reconciler needs of the API (the method names of ``client.Api``)."""
-
-    def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
-    def list_trials(self, namespace: str, experiment: str) -> list[dict[str, Any]]: ...
-    def list_jobs(self, namespace: str, experiment: str) -> list[dict[str, Any]]: ...
-    def list_experiment_pods(self, namespace: str, experiment: str) -> list[dict[str, Any]]: ...
-    def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]: ...
-    def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]: ...
-    def get_trial(self, namespace: str, name: str) -> dict[str, Any]: ...
-    def create_job(self, job: dict[str, Any]) -> bool: ...
-    def delete_job(self, namespace: str, name: str) -> None: ...
-    def patch_trial_status(
-        self, namespace: str, name: str, status: dict[str, Any]
-    ) -> dict[str, Any]: ...
-    def patch_experiment_status(
-        self, namespace: str, name: str, status: dict[str, Any]
-    ) -> None: ...
-    def close(self) -> None: ...
 
 
 # -- what the indexes keep -------------------------------------------------------------------
@@ -174,7 +154,7 @@ class CachedApi:
 
     def __init__(
         self,
-        api: ReadWriteApi,
+        api: KubeApi,
         indexes: Indexes,
         namespace: str,
         experiment: str,
@@ -189,6 +169,11 @@ class CachedApi:
         self._trials: list[dict[str, Any]] = []
         self._jobs: list[dict[str, Any]] = []
         self._pods: list[dict[str, Any]] = []
+        # Our writes the watch has caught up on, kept (names and versions only) so their watch
+        # events, which may be handled after the catch-up, still read as echoes.
+        self._written_versions: dict[str, str] = {}
+        self._created_job_names: set[str] = set()
+        self._deleted_job_uids: set[str] = set()
         self.fallback_reads = 0
 
     # -- in the event loop ------------------------------------------------------------------
@@ -216,15 +201,22 @@ class CachedApi:
 
     def is_own_trial_write(self, body: Mapping[str, Any]) -> bool:
         """Whether a trial's watch event only echoes a write of ours (no pass needed for it)."""
-        entry = self.overlay.trials.get(_name(body))
-        return entry is not None and newer_or_same(entry[1], body)
+        name = _name(body)
+        entry = self.overlay.trials.get(name)
+        if entry is not None and newer_or_same(entry[1], body):
+            return True
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        return version is not None and self._written_versions.get(name) == version
 
     def is_own_job_write(self, body: Mapping[str, Any], deleted: bool) -> bool:
+        """Whether a Job's ADDED (``deleted`` False) or DELETED event echoes our own call."""
         name = _name(body)
         if deleted:
             entry = self.overlay.deleted_jobs.get(name)
-            return entry is not None and entry[1] in (None, _uid(body))
-        return name in self.overlay.created_jobs
+            if entry is not None and entry[1] in (None, _uid(body)):
+                return True
+            return _uid(body) in self._deleted_job_uids
+        return name in self.overlay.created_jobs or name in self._created_job_names
 
     def is_own_status_write(self, status: Mapping[str, Any]) -> bool:
         written = self.overlay.experiment_status
@@ -288,6 +280,8 @@ class CachedApi:
             self.experiment
         ):
             self.overlay.trials[_name(trial)] = (self.clock(), slim_object(trial))
+            if meta.get("resourceVersion"):
+                self._written_versions[_name(trial)] = str(meta["resourceVersion"])
 
     def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]:
         stored = self.api.create_trial(trial)
@@ -310,6 +304,8 @@ class CachedApi:
             if created or name not in {_name(j) for j in self._jobs}:
                 # 409 with no Job in view: it exists, the watch has not shown it yet.
                 self.overlay.created_jobs[name] = (self.clock(), slim_object(job))
+            if created:
+                self._created_job_names.add(name)
         return created
 
     def delete_job(self, namespace: str, name: str) -> None:
@@ -319,6 +315,8 @@ class CachedApi:
             seen = next((j for j in self._jobs if _name(j) == name), None)
             if seen is not None:
                 self.overlay.deleted_jobs[name] = (self.clock(), _uid(seen))
+                if _uid(seen):
+                    self._deleted_job_uids.add(str(_uid(seen)))
 
     def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.api.patch_experiment_status(namespace, name, status)

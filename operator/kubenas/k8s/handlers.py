@@ -24,9 +24,11 @@ from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from kubenas.api.status import ExperimentStatus
 from kubenas.k8s import bounded, operator_metrics, pushgateway_gc
 from kubenas.k8s.cache import CachedApi, Indexes, Key, index_key, slim_object, slim_pod
 from kubenas.k8s.client import Api
+from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.k8s.reconcile import ExperimentReconciler, Outcome
 from kubenas.k8s.settings import (
     EXPERIMENTS,
@@ -334,7 +336,7 @@ def _start_runner(state: OperatorState, key: Key, body: Mapping[str, Any]) -> Ru
     assert state.api is not None and state.indexes is not None, "started before startup()"
     namespace, name = key
     cached = CachedApi(state.api, state.indexes, namespace, name)
-    reconciler = ExperimentReconciler(cast(Api, cached), state.settings, namespace, name)
+    reconciler = ExperimentReconciler(cached, state.settings, namespace, name)
     runner = Runner(
         key, cached, reconciler, slim_object(body, parts=()), generation=_generation(body)
     )
@@ -425,10 +427,19 @@ async def _park(state: OperatorState, runner: Runner, message: str) -> None:
             if body is None:
                 return
             runner.parked_generation = _generation(body)
-            status = failed_to_run_status(
-                body.get("status") or {}, _generation(body), PERMANENT_REASON, message, None
+            configured = bool(state.settings.prometheus_url)
+            unqueried = MetricsSnapshot(
+                Availability.NOT_QUERIED if configured else Availability.NOT_CONFIGURED
             )
-            api.patch_experiment_status(namespace, name, status)
+            status = failed_to_run_status(
+                ExperimentStatus.model_validate(body.get("status") or {}),
+                _generation(body),
+                PERMANENT_REASON,
+                message,
+                metrics=unqueried,
+                now=time.time(),
+            )
+            api.patch_experiment_status(namespace, name, status.to_patch())
 
     try:
         await asyncio.to_thread(fail)

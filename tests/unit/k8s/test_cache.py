@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -303,7 +303,7 @@ def test_job_pods_come_from_the_api_until_the_cache_shows_one_finished(fake: Fak
 
 def _reconciler(fake: FakeApi, lagging: LaggingIndexes) -> tuple[CachedApi, ExperimentReconciler]:
     cached = CachedApi(fake, lagging.indexes(), NS, EXP)
-    return cached, ExperimentReconciler(cast(Any, cached), OperatorSettings(), NS, EXP)
+    return cached, ExperimentReconciler(cached, OperatorSettings(), NS, EXP)
 
 
 def _run_pass(cached: CachedApi, reconciler: ExperimentReconciler) -> None:

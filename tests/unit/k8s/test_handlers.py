@@ -48,7 +48,7 @@ def _memo() -> tuple[kopf.Memo, handlers.Runner]:
     state = handlers.OperatorState(OperatorSettings())
     indexes = Indexes(trials={}, jobs={}, pods={})
     cached = CachedApi(cast(Any, _NoApi()), indexes, NS, EXP)
-    reconciler = ExperimentReconciler(cast(Any, cached), state.settings, NS, EXP)
+    reconciler = ExperimentReconciler(cached, state.settings, NS, EXP)
     runner = handlers.Runner((NS, EXP), cached, reconciler, {"metadata": {"name": EXP}})
     state.runners[(NS, EXP)] = runner
     return kopf.Memo(state=state), runner
