@@ -114,6 +114,8 @@ def test_killed_operator_loses_and_duplicates_nothing(
     assert sorted(ledger) == names
     assert all(epochs == [1, 2, 3] for epochs in ledger.values()), "each trial trained exactly once"
     assert done["status"]["trials"]["done"] == 12 and operator.starts == 4
+    sources = {t["status"].get("metricsSource") for t in trials(k8s, namespace)}
+    assert sources <= {"prometheus", "termination-message"}, sources
 
     shown = subprocess.run(
         [sys.executable, "-m", "kubenas.cli", "get", "survivor", "-n", namespace],
@@ -203,17 +205,29 @@ def test_prometheus_outage_falls_back_to_termination_messages(
         "two trials to finish",
     )
     proxy.stop()
+    time.sleep(2)  # a pass that asked Prometheus just before the outage has written its result
+    recorded = {
+        t["metadata"]["name"]
+        for t in trials(k8s, namespace)
+        if (t.get("status") or {}).get("state") == "Succeeded"
+    }
     done = wait_until(lambda: finished(k8s, namespace, "outage"), 300, "the experiment to finish")
     assert condition(done, "Succeeded")["status"] == "True"  # type: ignore[index]
-    assert len(trials(k8s, namespace)) == 8
+    everything = trials(k8s, namespace)
+    assert len(everything) == 8
     metrics = condition(done, "MetricsAvailable")
     assert (
         metrics is not None
         and metrics["status"] == "False"
         and metrics["reason"] == "PrometheusUnreachable"
     )
-    sources = [t["status"].get("message") for t in trials(k8s, namespace)]
-    assert "metrics from the termination message" in sources
+    later = {
+        t["metadata"]["name"]: t["status"].get("metricsSource")
+        for t in everything
+        if t["metadata"]["name"] not in recorded
+    }
+    assert later, "some trials finished during the outage"
+    assert set(later.values()) == {"termination-message"}, later
     events = client.CoreV1Api(k8s).list_namespaced_event(namespace).items
     assert any(e.reason == "PrometheusUnreachable" for e in events)
 
