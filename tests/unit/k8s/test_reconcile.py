@@ -75,6 +75,25 @@ def test_a_fresh_reconciler_on_the_same_state_decides_the_same(
     assert twin.experiments == world.api.experiments
 
 
+def test_a_restarted_operator_keeps_reporting_the_last_outage(
+    server: FakeMetricsServer,
+) -> None:
+    """A pass that need not ask Prometheus (nothing runs) keeps the stored finding; it does not
+    claim that metrics come from Prometheus."""
+    world = World(server, budget={"maxTrials": 2, "parallelTrials": 2})
+    world.reconcile()
+    server.state.broken = True
+    for job in world.job_names():
+        world.run(job)
+        world.succeed(job, summary(0.5))
+    assert world.reconcile().finished
+    server.state.broken = False
+    server.state.queries.clear()
+    world.fresh_reconciler().reconcile()
+    assert server.state.queries == []
+    assert world.condition("MetricsAvailable") == ("False", "PrometheusUnreachable")
+
+
 # -- folding Job state into trials ----------------------------------------------------------
 
 
