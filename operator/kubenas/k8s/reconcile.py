@@ -9,7 +9,6 @@ operator can be killed at any moment and started again without losing or duplica
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,8 +32,6 @@ from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.k8s.observe import failure_events, job_outcome, jobs_to_delete, observe
 from kubenas.k8s.settings import OperatorSettings
 from kubenas.k8s.status import experiment_status, failed_to_run_status
-
-log = logging.getLogger("kubenas.operator")
 
 Json = dict[str, Any]
 Event = tuple[str, str, str]
