@@ -88,13 +88,23 @@ class BayesianStrategy(WireModel):
     exploration: float = Field(default=0.5, ge=0.0, le=10.0)
 
 
+class ReinforceStrategy(WireModel):
+    """REINFORCE policy gradient over the space's discrete choices (NAS-Bench-201's RL baseline:
+    Adam at ``learningRate``, rewards against a moving average of ``baselineMomentum``)."""
+
+    name: Literal["reinforce"]
+    learning_rate: float = Field(default=0.01, gt=0.0, le=10.0)
+    baseline_momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+
+
 StrategySpec = Annotated[
     RandomStrategy
     | GridStrategy
     | EvolutionStrategy
     | TpeStrategy
     | LocalSearchStrategy
-    | BayesianStrategy,
+    | BayesianStrategy
+    | ReinforceStrategy,
     Field(discriminator="name"),
 ]
 

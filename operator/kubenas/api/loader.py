@@ -25,6 +25,7 @@ _UNION_TAGS = frozenset(
         "tpe",
         "local-search",
         "bananas",
+        "reinforce",
         "categorical",
         "int",
         "float",

@@ -26,6 +26,7 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "tpe": {},
     "local-search": {},
     "bananas": {},
+    "reinforce": {},
 }
 
 

@@ -5,6 +5,7 @@ from kubenas.api.experiment import (
     EvolutionStrategy,
     GridStrategy,
     LocalSearchStrategy,
+    ReinforceStrategy,
     StrategySpec,
     TpeStrategy,
 )
@@ -15,8 +16,9 @@ from kubenas.strategies.grid import GridSearch
 from kubenas.strategies.local_search import LocalSearch
 from kubenas.strategies.predictor import PredictorGuidedSearch
 from kubenas.strategies.random_search import RandomSearch
+from kubenas.strategies.reinforce import Reinforce
 
-STRATEGY_NAMES = ("random", "grid", "evolution", "tpe", "local-search", "bananas")
+STRATEGY_NAMES = ("random", "grid", "evolution", "tpe", "local-search", "bananas", "reinforce")
 
 
 def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy:
@@ -34,6 +36,8 @@ def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy
         return PredictorGuidedSearch(
             space, seed, spec.initial_samples, spec.candidates, spec.exploration
         )
+    if isinstance(spec, ReinforceStrategy):
+        return Reinforce(space, seed, spec.learning_rate, spec.baseline_momentum)
     return RandomSearch(space, seed)
 
 
