@@ -59,5 +59,5 @@ def test_failed_trials_explain_the_run_instead_of_best_none(tmp_path: Path) -> N
     expected = f"2 of 2 trials failed: cannot read npz dataset {tmp_path / 'missing.npz'}"
     assert summary["message"].startswith(expected), summary["message"]
     final = done.stderr.strip().splitlines()[-1]
-    assert f"no best trial: {expected}" in final, final
+    assert f"no best trial; {expected}" in final, final
     assert "best None" not in final

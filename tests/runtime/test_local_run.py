@@ -89,6 +89,8 @@ def test_crashing_and_hanging_trials_are_recorded_and_the_search_goes_on(tmp_pat
     assert summary["trials"]["total"] == 12
     assert summary["trials"]["failed"] == len(crashed) + len(hung)
     assert summary["best"]["architecture"]["mode"] == "ok"
+    final = done.stderr.strip().splitlines()[-1]
+    assert "8 of 12 trials failed, 4 of them: CUDA error: an illegal memory access" in final, final
 
 
 def test_too_many_failures_exit_1(tmp_path: Path) -> None:

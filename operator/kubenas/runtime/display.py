@@ -29,7 +29,6 @@ class Display:
         self.console = Console(stderr=True)
         self.live: Live | None = None
         self.recent: list[str] = []
-        self.records: list[TrialRecord] = []  # as last shown, for the final line
 
     def __enter__(self) -> Display:
         if not self.quiet:
@@ -55,7 +54,6 @@ class Display:
             self.recent = [*self.recent[-7:], stamped]
 
     def update(self, records: list[TrialRecord], decisions: Decisions, elapsed: float) -> None:
-        self.records = records
         if self.live is None:
             return
         spec = self.experiment.spec
@@ -93,15 +91,13 @@ class Display:
                 )
         self.live.update(Group(summary, running, Text("\n".join(self.recent), style="dim")))
 
-    def done(self, summary: dict[str, Any], out: Any) -> None:
-        """The final line: the best trial, or why there is none (the trials' failures)."""
+    def done(self, summary: dict[str, Any], records: list[TrialRecord], out: Any) -> None:
+        """The final line: the best trial, and why trials failed when any did."""
         best = summary.get("best")
-        outcome = (
-            f"best {best['trial']} {best.get('metrics', {})}"
-            if best
-            else f"no best trial: {explain_failures(self.records)}"
-        )
         trials = summary["trials"]
+        outcome = f"best {best['trial']} {best.get('metrics', {})}" if best else "no best trial"
+        if trials["failed"]:
+            outcome += f"; {explain_failures(records)}"
         self.console.print(
             f"finished: {summary.get('reason')} - {trials['total']} trials "
             f"({trials['succeeded']} succeeded, {trials['failed']} failed); "

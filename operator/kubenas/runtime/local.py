@@ -233,8 +233,7 @@ class LocalRunner:
         finally:
             for process in self.running.values():
                 process.terminate()
-        summary = write_outputs(
-            self.out, self.experiment, list(self.log.records.values()), decisions
-        )
-        self.display.done(summary, self.out)
+        records = list(self.log.records.values())
+        summary = write_outputs(self.out, self.experiment, records, decisions)
+        self.display.done(summary, records, self.out)
         return summary
