@@ -1,6 +1,7 @@
 """Datasets: fixed, disjoint, stratified splits; formats; normalisation with train statistics."""
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,14 +53,15 @@ def test_splits_are_stratified_and_normalised_with_train_statistics() -> None:
 
 def test_npz_with_its_own_validation_and_test_sets_is_used_as_given(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         f"{kind}_{split}": (
             rng.standard_normal((size, 30)) if kind == "x" else rng.integers(0, 4, size)
         )
         for split, size in (("train", 50), ("val", 20), ("test", 10))
         for kind in "xy"
     }
-    np.savez(tmp_path / "seq.npz", **arrays)
+    save_named: Callable[..., None] = np.savez  # numpy's stubs mistype **arrays as flags
+    save_named(tmp_path / "seq.npz", **arrays)
     splits = load_dataset(f"npz:{tmp_path / 'seq.npz'}", Path("/nonexistent"))
     assert splits.sample_shape == (1, 30)
     assert [len(s[1]) for s in (splits.train, splits.val, splits.test)] == [50, 20, 10]
