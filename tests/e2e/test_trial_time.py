@@ -109,6 +109,7 @@ def test_trials_waiting_for_a_gpu_do_not_time_out_and_show_their_queue_time(
     assert all(state == ("Succeeded", None) for state in states.values()), states
     waits = sorted(float(t["status"].get("queueSeconds") or 0) for t in everything)
     counts = done["status"]["trials"]
+    print(f"4 trials on one GPU: waits {waits} s, timeoutSeconds {TIMEOUT_SECONDS}, {counts}")
     assert counts["queueSeconds"] > TIMEOUT_SECONDS, (counts, waits)
     assert waits[-1] > TIMEOUT_SECONDS - RUN_SECONDS, waits
     assert counts["meanQueueSeconds"] == pytest.approx(counts["queueSeconds"] / 4, abs=0.2)
