@@ -78,7 +78,7 @@ def _push(url: str, namespace: str, experiment_name: str, trial: str) -> None:
     """A group as a trainer pushes it."""
     path = f"job/kubenas-trial/namespace/{namespace}/experiment/{experiment_name}/trial/{trial}"
     request = urllib.request.Request(
-        f"{url}/metrics/{path}", data=b"kubenas_trial_epoch 3\n", method="PUT"
+        f"{url}/metrics/{path}", data=b"kubenas_e2e_orphan 1\n", method="PUT"
     )
     with urllib.request.urlopen(request, timeout=5):
         pass

@@ -271,6 +271,11 @@ async def experiment_event(
         _stop_runner(state, key)
         metric = (body.get("spec", {}).get("objective") or {}).get("metric", "val_accuracy")
         operator_metrics.forget_experiment(namespace, name, metric)
+        if state.indexes is not None and state.api is not None:
+            # Owner references would delete them too, a level of garbage collection later; the
+            # sooner their trainers stop, the sooner the sweep may drop their groups.
+            jobs = [str(j["metadata"]["name"]) for j in state.indexes.jobs.get(key, ())]
+            await asyncio.to_thread(_delete_jobs, state.api, namespace, jobs)
         state.gc_wake.set()
         return
     runner = state.runners.get(key)
@@ -322,6 +327,16 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_:
     appeared = event["type"] in (None, "ADDED")
     if appeared and not runner.cached.is_own_job_write(body, deleted=False):
         runner.wake.set()
+
+
+def _delete_jobs(api: Api, namespace: str, jobs: list[str]) -> None:
+    with bounded.deadline(30.0):
+        for job in jobs:
+            try:
+                api.delete_job(namespace, job)
+            except Exception as exc:  # the garbage collector deletes it anyway
+                log.warning("could not delete Job %s/%s: %s", namespace, job, exc)
+                return
 
 
 def _runner_of(memo: kopf.Memo, body: Mapping[str, Any]) -> Runner | None:
