@@ -139,7 +139,10 @@ def test_timeout_counts_from_the_container_start_not_the_queue(
 ) -> None:
     world = World(server)
     world.reconcile()
-    world.tick(300)  # waited three timeouts for a GPU
+    world.tick(10)
+    world.api.unschedulable(NS, "exp-0000-f0")
+    world.reconcile()  # the pass sees the Job while its pod waits: the clock must not start
+    world.tick(290)  # waited three timeouts for a GPU
     world.run("exp-0000-f0")
     world.tick(99)
     world.reconcile()
