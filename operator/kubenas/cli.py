@@ -77,6 +77,16 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _query_budgets(text: str) -> list[int]:
+    try:
+        budgets = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
+    if any(b < 1 for b in budgets):
+        raise argparse.ArgumentTypeError(f"budgets must be >= 1: {text!r}")
+    return budgets
+
+
 def _bench_nb201(args: argparse.Namespace) -> int:
     from kubenas.bench.nb201 import DEFAULT_SETTINGS, run_benchmark
 
@@ -88,8 +98,9 @@ def _bench_nb201(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     started = time.perf_counter()
     results = run_benchmark(table, strategies, args.queries, args.seeds, args.workers)
+    budgets = ",".join(str(q) for q in sorted(set(args.queries)))
     print(
-        f"NAS-Bench-201 {table}: {args.queries} queries, {args.seeds} seeds, "
+        f"NAS-Bench-201 {table}: {budgets} queries, {args.seeds} seeds, "
         f"score = test_acc_200ep of the best val_acc_12ep found"
     )
     print(f"{'strategy':<14}{'mean':>8}{'std':>8}{'seeds':>7}{'queries':>9}{'cpu s':>9}")
@@ -184,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     nb201 = bench.add_parser("nb201", help="strategies on a NAS-Bench-201 table")
     nb201.add_argument("--data", default=".", help="folder with cifar10.csv")
     nb201.add_argument("--dataset-file", help="a table with the same columns (overrides --data)")
-    nb201.add_argument("--queries", type=int, default=100)
+    nb201.add_argument(
+        "--queries",
+        type=_query_budgets,
+        default=[100],
+        help="query budget, or a comma list of budgets scored in one run (50,100,200)",
+    )
     nb201.add_argument("--seeds", type=int, default=100)
     nb201.add_argument("--strategies", help="comma list (default: all)")
     nb201.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -62,6 +62,30 @@ def test_bench_nb201_prints_a_table_and_json(
     assert results["local-search"]["mean"] > results["random"]["mean"]
 
 
+def test_bench_nb201_scores_several_budgets_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "table.csv"
+    _write_table(table)
+    args = ["bench", "nb201", "--dataset-file", str(table), "--seeds", "3", "--workers", "1"]
+    code = main([*args, "--queries", "40,10", "--strategies", "evolution", "--json"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
+    assert [r["queries"] for r in rows] == [10, 40]
+    # the validation and test columns agree in this table, so more queries never score less
+    assert rows[1]["mean"] >= rows[0]["mean"]
+    # a budget read off a longer search equals a search of that budget alone
+    assert main([*args, "--queries", "10", "--strategies", "evolution", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
+    assert alone[0]["mean"] == rows[0]["mean"]
+
+
+def test_bench_rejects_bad_query_budgets(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "nb201", "--queries", "50,many"])
+    assert "--queries" in capsys.readouterr().err
+
+
 def test_bench_rejects_unknown_strategy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "nb201", "--strategies", "simulated-annealing"]) == 2
     assert "unknown" in capsys.readouterr().err

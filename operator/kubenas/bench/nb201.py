@@ -11,6 +11,7 @@ import csv
 import multiprocessing
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,14 +65,21 @@ def benchmark_spec(strategy: str, seed: int, queries: int) -> ExperimentSpec:
     )
 
 
-def run_search(table: Table, strategy: str, seed: int, queries: int) -> float:
-    """One search of ``queries`` table look-ups; returns test_acc_200ep of the named best."""
-    spec = benchmark_spec(strategy, seed, queries)
+def run_search(table: Table, strategy: str, seed: int, queries: Sequence[int]) -> dict[int, float]:
+    """One search of ``max(queries)`` table look-ups, scored after each budget in ``queries``:
+    test_acc_200ep of the best trial among the first q. A strategy's first q suggestions do not
+    depend on the budget, so the prefix is exactly a search of q queries."""
+    spec = benchmark_spec(strategy, seed, max(queries))
     sim = simulate(spec, lambda params, epoch: table.val_12[nb201_cell_string(params)])
-    best = sim.final.best
-    if best is None:
-        raise RuntimeError(f"{strategy} seed {seed}: no best trial")
-    return table.test_200[nb201_cell_string(best.params)]
+    trials = sorted(sim.records.values(), key=lambda r: r.index)
+    scores: dict[int, float] = {}
+    for q in queries:
+        found = [r for r in trials[:q] if "val_accuracy" in r.metrics]
+        if not found:
+            raise RuntimeError(f"{strategy} seed {seed}: no trial succeeded in {q} queries")
+        best = max(found, key=lambda r: (r.metrics["val_accuracy"], -r.index))
+        scores[q] = table.test_200[nb201_cell_string(best.params)]
+    return scores
 
 
 _TABLE: Table | None = None
@@ -82,16 +90,19 @@ def _init_worker(path: str) -> None:
     _TABLE = load_table(Path(path))
 
 
-def _one(task: tuple[str, int, int]) -> tuple[str, float, float]:
+def _one(task: tuple[str, int, tuple[int, ...]]) -> tuple[str, dict[int, float], float]:
     strategy, seed, queries = task
     assert _TABLE is not None
     started = time.perf_counter()
-    score = run_search(_TABLE, strategy, seed, queries)
-    return strategy, score, time.perf_counter() - started
+    scores = run_search(_TABLE, strategy, seed, queries)
+    return strategy, scores, time.perf_counter() - started
 
 
 @dataclass(frozen=True)
 class Result:
+    """One strategy at one query budget; ``cpu_seconds`` is that of its searches at the largest
+    budget of the run, which the smaller budgets are prefixes of."""
+
     strategy: str
     mean: float
     std: float
@@ -101,24 +112,28 @@ class Result:
 
 
 def run_benchmark(
-    table_path: Path, strategies: list[str], queries: int, seeds: int, workers: int
+    table_path: Path, strategies: list[str], queries: Sequence[int], seeds: int, workers: int
 ) -> list[Result]:
-    tasks = [(s, seed, queries) for s in strategies for seed in range(seeds)]
-    scores: dict[str, list[float]] = {s: [] for s in strategies}
+    """Every strategy over ``seeds`` seeds; one result per strategy and budget in ``queries``."""
+    budgets = tuple(sorted(set(queries)))
+    tasks = [(s, seed, budgets) for s in strategies for seed in range(seeds)]
+    scores: dict[tuple[str, int], list[float]] = {(s, q): [] for s in strategies for q in budgets}
     seconds: dict[str, float] = dict.fromkeys(strategies, 0.0)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(str(table_path),)) as pool:
-        for strategy, score, spent in pool.imap_unordered(_one, tasks, chunksize=4):
-            scores[strategy].append(score)
+        for strategy, found, spent in pool.imap_unordered(_one, tasks, chunksize=4):
+            for q, score in found.items():
+                scores[strategy, q].append(score)
             seconds[strategy] += spent
     return [
         Result(
             strategy=s,
-            mean=statistics.fmean(scores[s]),
-            std=statistics.pstdev(scores[s]),
+            mean=statistics.fmean(scores[s, q]),
+            std=statistics.pstdev(scores[s, q]),
             seeds=seeds,
-            queries=queries,
+            queries=q,
             cpu_seconds=seconds[s],
         )
         for s in strategies
+        for q in budgets
     ]
