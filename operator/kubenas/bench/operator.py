@@ -394,10 +394,11 @@ def _dev_cluster(workdir: Path, audit_log: Path) -> Iterator[Any]:
         cluster.stop()
 
 
-def _apply_crds(cluster: Any, env: dict[str, str]) -> None:
+def _apply_crds(cluster: Any, env: dict[str, str], source: Path | None) -> None:
+    """The CRDs of the checkout whose operator runs (an older operator refuses newer fields)."""
     kubectl = str(cluster.bin_dir / "kubectl")
     subprocess.run(
-        [kubectl, "apply", "--server-side", "-f", str(REPO / "crds")],
+        [kubectl, "apply", "--server-side", "-f", str((source or REPO) / "crds")],
         check=True,
         capture_output=True,
         env=env,
@@ -445,7 +446,7 @@ def measure_one(
     audit_log = workdir / "audit.log"
     with _dev_cluster(workdir / "cluster", audit_log) as cluster:
         env = {**os.environ, **cluster.env()}
-        _apply_crds(cluster, env)
+        _apply_crds(cluster, env, source)
         api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         api_client.user_agent = DRIVER_AGENT
         namespace = _namespace(api_client)
