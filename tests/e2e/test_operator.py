@@ -327,7 +327,12 @@ def test_deleting_an_experiment_removes_everything_it_made(
     wait_until(lambda: not trials(k8s, namespace), 60, "trials to go")
     wait_until(lambda: not batch.list_namespaced_job(namespace).items, 60, "jobs to go")
     wait_until(lambda: not core.list_namespaced_pod(namespace).items, 60, "pods to go")
-    assert _pushgateway_groups(cluster.pushgateway_url, namespace, "doomed") == 0
+    # The operator's sweep removes the groups once no pod of the experiment can push again.
+    wait_until(
+        lambda: _pushgateway_groups(cluster.pushgateway_url, namespace, "doomed") == 0,
+        60,
+        "Pushgateway groups to go",
+    )
 
 
 @pytest.mark.slow
