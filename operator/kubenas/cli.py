@@ -88,6 +88,7 @@ def _query_budgets(text: str) -> list[int]:
 
 
 def _bench_nb201(args: argparse.Namespace) -> int:
+    from kubenas.api.vocabulary import PROXIES
     from kubenas.bench.nb201 import DEFAULT_SETTINGS, run_benchmark
 
     table = Path(args.dataset_file) if args.dataset_file else Path(args.data) / "cifar10.csv"
@@ -97,10 +98,22 @@ def _bench_nb201(args: argparse.Namespace) -> int:
         print(f"--strategies: unknown {unknown}; known: {list(DEFAULT_SETTINGS)}", file=sys.stderr)
         return EXIT_INVALID
     started = time.perf_counter()
-    results = run_benchmark(table, strategies, args.queries, args.seeds, args.workers)
+    proxies = args.proxies.split(",") if args.proxies else []
+    unknown = [p for p in proxies if p not in PROXIES]
+    if unknown or (args.proxy_table and not proxies) or (proxies and not args.proxy_table):
+        print(
+            f"--proxy-table and --proxies go together; known proxies: {', '.join(PROXIES)}",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    proxy_table = Path(args.proxy_table) if args.proxy_table else None
+    results = run_benchmark(
+        table, strategies, args.queries, args.seeds, args.workers, proxy_table, proxies
+    )
     budgets = ",".join(str(q) for q in sorted(set(args.queries)))
+    screened = f", whole space screened by {'+'.join(proxies)} (free)" if proxies else ""
     print(
-        f"NAS-Bench-201 {table}: {budgets} queries, {args.seeds} seeds, "
+        f"NAS-Bench-201 {table}: {budgets} queries, {args.seeds} seeds{screened}, "
         f"score = test_acc_200ep of the best val_acc_12ep found"
     )
     print(f"{'strategy':<14}{'mean':>8}{'std':>8}{'seeds':>7}{'queries':>9}{'cpu s':>9}")
@@ -203,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nb201.add_argument("--seeds", type=int, default=100)
     nb201.add_argument("--strategies", help="comma list (default: all)")
+    nb201.add_argument(
+        "--proxy-table",
+        help="JSON lines of every cell's zero-cost scores (python -m kubenas_trainer.screen --all)",
+    )
+    nb201.add_argument("--proxies", help="comma list of the table's proxies to screen with")
     nb201.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     nb201.add_argument("--json", action="store_true", help="last line: JSON results")
     nb201.set_defaults(func=_bench_nb201)

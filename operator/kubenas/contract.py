@@ -10,7 +10,7 @@ import json
 
 from kubenas.api.builtin_trainer import DEFAULT_EPOCHS
 from kubenas.api.experiment import NASExperiment
-from kubenas.api.records import TrialRecord
+from kubenas.api.records import TrialRecord, TrialRole
 
 SEED_MODULUS = 2**31 - 1
 
@@ -56,6 +56,21 @@ def trial_environment(
         env["KUBENAS_SCHEDULE_EPOCHS"] = str(spec.fidelity.max)
     if record.resumed_from:
         env["KUBENAS_RESUME_FROM"] = record.resumed_from
+    if record.role is TrialRole.SCREEN and spec.screening is not None:
+        env["KUBENAS_SCREENING"] = json.dumps(screening_settings(experiment), sort_keys=True)
     for var in spec.trial.env:
         env[var.name] = var.value
     return env
+
+
+def screening_settings(experiment: NASExperiment) -> dict[str, object]:
+    """What a screen trial needs to draw and score the same candidates the engine reads its
+    scores against (see kubenas.space.screening_candidates)."""
+    spec = experiment.spec
+    assert spec.screening is not None
+    return {
+        "proxies": list(spec.screening.proxies),
+        "candidates": spec.screening.candidates,
+        "seed": spec.seed,
+        "searchSpace": spec.search_space.model_dump(mode="json", by_alias=True),
+    }

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from kubenas.api.experiment import ExperimentSpec
-from kubenas.api.records import TrialRecord, TrialState
-from kubenas.failures import explain_failures
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
+from kubenas.failures import explain_failures, failure_reason
 from kubenas.schedulers import Objective, Promotion, Scheduler, Stop, make_scheduler
+from kubenas.screening import screening_prior
 from kubenas.space import Architecture, Assignment, SearchSpace, build_space
-from kubenas.strategies import Observation, Strategy, make_strategy
+from kubenas.strategies import Observation, Prior, Strategy, make_strategy
 
 PARETO_LIMIT = 20
 
@@ -27,6 +28,7 @@ class FinishReason(StrEnum):
     GOAL_REACHED = "GoalReached"
     SPACE_EXHAUSTED = "SpaceExhausted"
     TOO_MANY_FAILURES = "TooManyFailures"
+    SCREENING_FAILED = "ScreeningFailed"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class StartTrial:
     key: str
     architecture: Architecture
     fidelity: int | None
+    role: TrialRole = TrialRole.CANDIDATE
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,11 @@ class Decisions:
 
     @property
     def succeeded(self) -> bool:
-        """A finished search counts as failed only when too many trials failed."""
-        return self.finished and self.reason != FinishReason.TOO_MANY_FAILURES
+        """A finished search counts as failed when too many trials or its screening failed."""
+        return self.finished and self.reason not in (
+            FinishReason.TOO_MANY_FAILURES,
+            FinishReason.SCREENING_FAILED,
+        )
 
 
 @dataclass(frozen=True)
@@ -128,11 +134,51 @@ def timeout_deadline(spec: ExperimentSpec, record: TrialRecord) -> float | None:
     return record.started_at + spec.trial.timeout_seconds
 
 
+SCREEN_KEY = "screen"
+
+
+def _screening_stage(
+    spec: ExperimentSpec, screen: TrialRecord | None, next_index: int, now: float
+) -> Decisions:
+    """Before the screen trial has succeeded no candidate starts: start it, wait for it (and
+    time it out), or end the search when it failed."""
+    if screen is None:
+        start = StartTrial(
+            index=next_index,
+            params={},
+            key=SCREEN_KEY,
+            architecture={},
+            fidelity=None,
+            role=TrialRole.SCREEN,
+        )
+        return Decisions(start=(start,))
+    if screen.state is TrialState.FAILED:
+        return Decisions(
+            finished=True,
+            reason=FinishReason.SCREENING_FAILED,
+            message=f"the screen trial {screen.name} failed: {failure_reason(screen)}",
+        )
+    deadline = timeout_deadline(spec, screen)
+    if deadline is not None and now > deadline:
+        timeout = f"ran longer than timeoutSeconds ({spec.trial.timeout_seconds})"
+        return Decisions(stop=(Stop(screen.name, "Timeout", timeout, failed=True),))
+    return Decisions()
+
+
 def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> Decisions:
     """Everything that should happen next, given every trial record of the experiment."""
     plan = planner(spec)
     budget = spec.budget
-    records = sorted(records, key=_by_index)
+    everything = sorted(records, key=_by_index)
+    next_index = everything[-1].index + 1 if everything else 0
+    screens = [r for r in everything if r.role is TrialRole.SCREEN]
+    records = [r for r in everything if r.role is TrialRole.CANDIDATE]
+    prior: Prior | None = None
+    if spec.screening is not None:
+        screen = screens[-1] if screens else None
+        if screen is None or screen.state is not TrialState.SUCCEEDED:
+            return _screening_stage(spec, screen, next_index, now)
+        prior = screening_prior(spec, plan.space, screen)
     objective = plan.objective
     pareto = (
         pareto_front(records, (objective, *plan.extra_objectives)) if plan.extra_objectives else ()
@@ -212,9 +258,8 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
     if new_trials > 0:
         running = [Observation(r.index, r.params, r.key, None) for r in active]
         taken = {r.key for r in records}
-        next_index = records[-1].index + 1 if records else 0
         for index in range(next_index, next_index + new_trials):
-            params = plan.strategy.suggest(index, finished, running, frozenset(taken))
+            params = plan.strategy.suggest(index, finished, running, frozenset(taken), prior)
             if params is None:
                 exhausted = True
                 break

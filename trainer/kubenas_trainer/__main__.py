@@ -23,9 +23,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         config = TrialConfig.from_settings(values)
-        from kubenas_trainer.trial import run_trial  # torch loads only for a valid config
+        if values["screening"]:
+            from kubenas_trainer.screen_trial import parse_screening, run_screen_trial
 
-        run_trial(config, reporter)
+            run_screen_trial(config, parse_screening(values["screening"]), reporter)
+        else:
+            from kubenas_trainer.trial import run_trial  # torch loads only for a valid config
+
+            run_trial(config, reporter)
     except ConfigError as error:
         print(f"kubenas_trainer: error: {error}", file=sys.stderr)
         reporter.error(f"invalid configuration: {error}")

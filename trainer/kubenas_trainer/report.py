@@ -87,6 +87,18 @@ class Reporter:
         metrics = dict(metrics)
         self._emit({"event": "epoch", "trial": self.trial, "epoch": epoch, "metrics": metrics})
 
+    def screen(self, proxies: Sequence[str], scores: Mapping[str, Sequence[float | None]]) -> None:
+        """A screen trial's scores: per proxy, one value per candidate in the screening's order
+        (None where a proxy is undefined). Too big for a termination message, so sinks only."""
+        self._emit(
+            {
+                "event": "screen",
+                "trial": self.trial,
+                "proxies": list(proxies),
+                "scores": {p: list(v) for p, v in scores.items()},
+            }
+        )
+
     def final(self, metrics: Mapping[str, float], checkpoint: str | Path | None = None
               ) -> dict[str, Any]:
         """Report the final metrics, also as the termination message; returns the summary."""

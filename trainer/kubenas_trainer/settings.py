@@ -49,6 +49,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trial", "trial identity: trial name", ""),
     Setting("termination_message_path", "file for the final JSON summary"),
     Setting("data_dir", "base folder for relative dataset paths and generated-data cache"),
+    Setting("screening", "JSON of the screen stage: score candidates instead of training one"),
 )
 
 

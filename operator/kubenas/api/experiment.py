@@ -14,6 +14,7 @@ from kubenas.api.builtin_trainer import (
     runs_builtin_trainer,
 )
 from kubenas.api.space import SearchSpaceSpec
+from kubenas.api.vocabulary import PROXIES, TRAINER_FAMILIES
 
 API_VERSION = "kubenas.io/v1alpha1"
 KIND = "NASExperiment"
@@ -194,6 +195,42 @@ class TrialTemplate(WireModel):
         return self
 
 
+MAX_SCREENED = 20_000
+
+
+class Screening(WireModel):
+    """The ``screen`` stage: before any training, one trial scores ``candidates`` architectures
+    of the space with zero-cost proxies at initialisation, and the search starts from the best.
+
+    ``proxy`` is one name, or a list whose ranks are averaged (an ensemble). The first
+    ``warmup`` candidates trained are the best-screened; after that each strategy uses the
+    scores as a filter or prior (docs/screening.md says how)."""
+
+    proxy: str | list[str]
+    candidates: int = Field(default=1000, ge=2, le=MAX_SCREENED)
+    warmup: int = Field(default=10, ge=0, le=MAX_SCREENED)
+
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        return (self.proxy,) if isinstance(self.proxy, str) else tuple(self.proxy)
+
+    @model_validator(mode="after")
+    def _distinct_proxies(self) -> Screening:
+        if not self.proxies:
+            raise field_error("proxy", "must name at least one proxy")
+        unknown = [p for p in self.proxies if p not in PROXIES]
+        if unknown:
+            raise field_error(
+                "proxy",
+                f"unknown proxy {', '.join(map(repr, unknown))}; known: {', '.join(PROXIES)}",
+            )
+        if len(set(self.proxies)) != len(self.proxies):
+            raise field_error("proxy", "must not repeat a proxy")
+        if self.warmup > self.candidates:
+            raise field_error("warmup", f"must be <= candidates ({self.candidates})")
+        return self
+
+
 class ExperimentSpec(WireModel):
     objective: Objective = Field(default_factory=Objective)
     search_space: SearchSpaceSpec
@@ -201,7 +238,31 @@ class ExperimentSpec(WireModel):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     budget: Budget
     fidelity: Fidelity | None = None
+    screening: Screening | None = None
     trial: TrialTemplate
+
+    @model_validator(mode="after")
+    def _screening_can_run(self) -> ExperimentSpec:
+        """The screen trial is the built-in trainer building the space's networks, so it needs
+        both; and it cannot score more distinct architectures than the space holds."""
+        if self.screening is None:
+            return self
+        from kubenas.space import build_space  # kubenas.space imports this package
+
+        if self.search_space.family not in TRAINER_FAMILIES:
+            raise field_error(
+                "screening",
+                f"needs a family the built-in trainer builds ({', '.join(TRAINER_FAMILIES)}), "
+                f"not {self.search_space.family}",
+            )
+        if not runs_builtin_trainer(self.trial.command):
+            raise field_error("screening", "needs the built-in trainer as trial.command")
+        size = build_space(self.search_space).size()
+        if size is not None and self.screening.candidates > size:
+            raise field_error(
+                "screening.candidates", f"must be <= the {size} architectures of the space"
+            )
+        return self
 
 
 class ObjectMeta(WireModel):

@@ -20,6 +20,14 @@ class TrialState(StrEnum):
         return self in (TrialState.PENDING, TrialState.RUNNING)
 
 
+class TrialRole(StrEnum):
+    """Which stage a trial belongs to: a candidate is trained and compared; a screen trial scores
+    many architectures with zero-cost proxies before any candidate starts."""
+
+    CANDIDATE = "candidate"
+    SCREEN = "screen"
+
+
 class TrialRecord(BaseModel):
     """Everything the engine knows about one trial (an architecture and its training runs).
 
@@ -35,6 +43,7 @@ class TrialRecord(BaseModel):
 
     name: str
     index: int = Field(ge=0)
+    role: TrialRole = TrialRole.CANDIDATE
     params: dict[str, Any]
     key: str = Field(description="canonical encoding of the architecture, for de-duplication")
     state: TrialState = TrialState.PENDING
@@ -44,6 +53,11 @@ class TrialRecord(BaseModel):
     results: dict[int, dict[str, float]] = Field(default_factory=dict)
     intermediate: list[tuple[int, float]] = Field(default_factory=list)
     checkpoint: str | None = None
+    screen_scores: dict[str, list[float | None]] | None = Field(
+        default=None,
+        description="a screen trial's proxy values, per proxy in the order of the screened "
+        "candidates (None: the proxy is undefined for that network)",
+    )
     metrics_source: str | None = Field(
         default=None, description="where the final metrics were read from"
     )

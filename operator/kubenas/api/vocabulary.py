@@ -120,3 +120,13 @@ def parse_chain_operation(name: str) -> ChainOperation:
     if plain_kind == "sepconv":
         return ChainOperation("sepconv", int(plain_kernel.split("x")[0]))
     return ChainOperation("mbconv", int(mbconv_kernel.split("x")[0]), int(expansion))
+
+
+# -- zero-cost proxies -------------------------------------------------------------------------
+
+# Scores of an untrained network that the trainer computes (kubenas_trainer.proxies, which
+# checks it implements exactly these); larger is predicted better for each.
+ProxyName = Literal["synflow", "naswot", "jacob_cov", "snip", "grad_norm", "params", "flops"]
+PROXIES: tuple[ProxyName, ...] = get_args(ProxyName)
+# Proxies that need no training data: the rest look at one mini-batch of the training split.
+DATA_FREE_PROXIES = frozenset({"synflow", "params", "flops"})

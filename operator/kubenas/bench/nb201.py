@@ -8,6 +8,7 @@ engine names the best trial (highest observed value) and the score is that archi
 from __future__ import annotations
 
 import csv
+import json
 import multiprocessing
 import statistics
 import time
@@ -17,9 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from kubenas.api.experiment import ExperimentSpec
-from kubenas.runtime.simulated import simulate
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
+from kubenas.api.vocabulary import PROXIES
+from kubenas.engine import SCREEN_KEY, planner
+from kubenas.runtime.simulated import simulate, trial_name
+from kubenas.screening import screened_candidates
 from kubenas.space import nb201_cell_string
 
+NB201_CELLS = 5**6
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "random": {},
     "grid": {},
@@ -52,26 +58,91 @@ def load_table(path: Path) -> Table:
     return Table(val_12, test_200)
 
 
-def benchmark_spec(strategy: str, seed: int, queries: int) -> ExperimentSpec:
-    return ExperimentSpec.model_validate(
-        {
-            "searchSpace": {"family": "nb201-cell"},
-            "strategy": {"name": strategy, **DEFAULT_SETTINGS.get(strategy, {})},
-            "seed": seed,
-            "budget": {"maxTrials": queries, "parallelTrials": 1},
-            # Trials are table look-ups, not runs of the built-in trainer and its datasets.
-            "trial": {"dataset": "nb201-table", "command": ["nb201-table-lookup"]},
-        }
+ProxyTable = dict[str, dict[str, float | None]]
+
+
+def load_proxy_table(path: Path) -> ProxyTable:
+    """Proxy scores by NB201 cell string, from the JSON lines ``python -m kubenas_trainer.screen``
+    writes (one architecture a line, each proxy's value under its name)."""
+    table: ProxyTable = {}
+    with path.open() as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            architecture = row.get("architecture")
+            cell = architecture.get("cell") if isinstance(architecture, dict) else None
+            if not isinstance(cell, str):
+                raise ValueError(f"{path}:{number}: no architecture.cell")
+            table[cell] = {
+                name: (None if value is None else float(value))
+                for name, value in row.items()
+                if name in PROXIES
+            }
+    if not table:
+        raise ValueError(f"{path}: no rows")
+    return table
+
+
+def benchmark_spec(
+    strategy: str, seed: int, queries: int, proxies: Sequence[str] = ()
+) -> ExperimentSpec:
+    doc: dict[str, Any] = {
+        "searchSpace": {"family": "nb201-cell"},
+        "strategy": {"name": strategy, **DEFAULT_SETTINGS.get(strategy, {})},
+        "seed": seed,
+        "budget": {"maxTrials": queries, "parallelTrials": 1},
+        # Trials are table look-ups, not runs of the built-in trainer and its datasets.
+        "trial": {"dataset": "nb201-table", "command": ["nb201-table-lookup"]},
+    }
+    if proxies:
+        # The whole space screened, as the proxy table was computed: NB201's CIFAR-10 setting.
+        doc["screening"] = {"proxy": list(proxies), "candidates": NB201_CELLS}
+        doc["trial"] = {"dataset": "synthetic:3x32x32:10"}
+    return ExperimentSpec.model_validate(doc)
+
+
+def screen_record(spec: ExperimentSpec, proxy_table: ProxyTable) -> TrialRecord:
+    """A succeeded screen trial whose scores are looked up: proxies cost no query."""
+    assert spec.screening is not None
+    space = planner(spec).space
+    candidates, _ = screened_candidates(spec, space)
+    cells = [nb201_cell_string(c) for c in candidates]
+    missing = [c for c in cells if c not in proxy_table]
+    if missing:
+        raise ValueError(f"the proxy table lacks {len(missing)} cells, e.g. {missing[0]}")
+    return TrialRecord(
+        name=trial_name(0),
+        index=0,
+        role=TrialRole.SCREEN,
+        params={},
+        key=SCREEN_KEY,
+        state=TrialState.SUCCEEDED,
+        screen_scores={p: [proxy_table[c].get(p) for c in cells] for p in spec.screening.proxies},
+        started_at=0.0,
+        finished_at=0.0,
     )
 
 
-def run_search(table: Table, strategy: str, seed: int, queries: Sequence[int]) -> dict[int, float]:
+def run_search(
+    table: Table,
+    strategy: str,
+    seed: int,
+    queries: Sequence[int],
+    proxy_table: ProxyTable | None = None,
+    proxies: Sequence[str] = (),
+) -> dict[int, float]:
     """One search of ``max(queries)`` table look-ups, scored after each budget in ``queries``:
     test_acc_200ep of the best trial among the first q. A strategy's first q suggestions do not
     depend on the budget, so the prefix is exactly a search of q queries."""
-    spec = benchmark_spec(strategy, seed, max(queries))
-    sim = simulate(spec, lambda params, epoch: table.val_12[nb201_cell_string(params)])
-    trials = sorted(sim.records.values(), key=lambda r: r.index)
+    spec = benchmark_spec(strategy, seed, max(queries), proxies if proxy_table else ())
+    initial = [screen_record(spec, proxy_table)] if proxy_table and proxies else []
+    sim = simulate(
+        spec, lambda params, epoch: table.val_12[nb201_cell_string(params)], initial=initial
+    )
+    trials = sorted(
+        (r for r in sim.records.values() if r.role is TrialRole.CANDIDATE), key=lambda r: r.index
+    )
     scores: dict[int, float] = {}
     for q in queries:
         found = [r for r in trials[:q] if "val_accuracy" in r.metrics]
@@ -83,18 +154,22 @@ def run_search(table: Table, strategy: str, seed: int, queries: Sequence[int]) -
 
 
 _TABLE: Table | None = None
+_PROXY_TABLE: ProxyTable | None = None
+_PROXIES: tuple[str, ...] = ()
 
 
-def _init_worker(path: str) -> None:
-    global _TABLE
+def _init_worker(path: str, proxy_path: str | None, proxies: tuple[str, ...]) -> None:
+    global _TABLE, _PROXY_TABLE, _PROXIES
     _TABLE = load_table(Path(path))
+    _PROXY_TABLE = load_proxy_table(Path(proxy_path)) if proxy_path else None
+    _PROXIES = proxies
 
 
 def _one(task: tuple[str, int, tuple[int, ...]]) -> tuple[str, dict[int, float], float]:
     strategy, seed, queries = task
     assert _TABLE is not None
     started = time.perf_counter()
-    scores = run_search(_TABLE, strategy, seed, queries)
+    scores = run_search(_TABLE, strategy, seed, queries, _PROXY_TABLE, _PROXIES)
     return strategy, scores, time.perf_counter() - started
 
 
@@ -112,15 +187,23 @@ class Result:
 
 
 def run_benchmark(
-    table_path: Path, strategies: list[str], queries: Sequence[int], seeds: int, workers: int
+    table_path: Path,
+    strategies: list[str],
+    queries: Sequence[int],
+    seeds: int,
+    workers: int,
+    proxy_table: Path | None = None,
+    proxies: Sequence[str] = (),
 ) -> list[Result]:
-    """Every strategy over ``seeds`` seeds; one result per strategy and budget in ``queries``."""
+    """Every strategy over ``seeds`` seeds; one result per strategy and budget in ``queries``.
+    With ``proxy_table``, every search starts with the whole space screened by ``proxies``."""
     budgets = tuple(sorted(set(queries)))
     tasks = [(s, seed, budgets) for s in strategies for seed in range(seeds)]
     scores: dict[tuple[str, int], list[float]] = {(s, q): [] for s in strategies for q in budgets}
     seconds: dict[str, float] = dict.fromkeys(strategies, 0.0)
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(str(table_path),)) as pool:
+    initargs = (str(table_path), str(proxy_table) if proxy_table else None, tuple(proxies))
+    with ctx.Pool(workers, initializer=_init_worker, initargs=initargs) as pool:
         for strategy, found, spent in pool.imap_unordered(_one, tasks, chunksize=4):
             for q, score in found.items():
                 scores[strategy, q].append(score)

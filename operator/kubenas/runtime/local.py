@@ -18,7 +18,7 @@ import yaml
 from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import ExperimentError
-from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.contract import trial_environment, trial_name
 from kubenas.engine import Decisions, decide, planner, timeout_deadline
 from kubenas.runtime.display import Display
@@ -109,6 +109,8 @@ class LocalRunner:
     # -- effects of applied decisions (kubenas.transitions.Effects) --------------------------
 
     def _architecture(self, record: TrialRecord) -> dict[str, Any]:
+        if record.role is TrialRole.SCREEN:  # it scores many; the screening says which
+            return {}
         return self.plan.space.to_architecture(self.plan.space.active(record.params))
 
     def halt(self, record: TrialRecord) -> str:
@@ -177,6 +179,12 @@ class LocalRunner:
             reason = f"exit code {code}" if code != 0 else "no final metrics reported"
             return transitions.failed(record, "Crashed", f"{reason}\n{process.stderr_tail()}", now)
         numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if record.role is TrialRole.SCREEN:
+            scores = process.screen_scores()
+            if scores is None:
+                return transitions.failed(record, "MissingScores", "no screen event reported", now)
+            self.display.note(f"{record.name}: screened {len(next(iter(scores.values()), []))}")
+            return transitions.screened(record, scores, metrics=numbers, now=now)
         objective = self.spec.objective.metric
         if objective not in numbers:
             return transitions.failed(

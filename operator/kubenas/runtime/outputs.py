@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from kubenas.api.experiment import NASExperiment
-from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.engine import Decisions, planner
+from kubenas.screening import screening_summary
 
 REPORTED_METRICS = ("val_accuracy", "test_accuracy", "params", "flops")
 
@@ -27,6 +28,7 @@ def write_outputs(
     space = planner(spec).space
     metric = spec.objective.metric
     records = sorted(records, key=lambda r: r.index)
+    candidates = [r for r in records if r.role is TrialRole.CANDIDATE]
     best = decisions.best
     summary: dict[str, Any] = {
         "experiment": experiment.name,
@@ -35,13 +37,17 @@ def write_outputs(
         "reason": str(decisions.reason) if decisions.reason else None,
         "message": decisions.message,
         "trials": {
-            "total": len(records),
-            "succeeded": sum(r.state == TrialState.SUCCEEDED for r in records),
-            "failed": sum(r.state == TrialState.FAILED for r in records),
-            "stopped": sum(r.state == TrialState.STOPPED for r in records),
+            "total": len(candidates),
+            "succeeded": sum(r.state == TrialState.SUCCEEDED for r in candidates),
+            "failed": sum(r.state == TrialState.FAILED for r in candidates),
+            "stopped": sum(r.state == TrialState.STOPPED for r in candidates),
         },
+        "stages": stage_costs(records),
         "best": None,
     }
+    screening = screening_summary(spec, space, records)
+    if screening is not None:
+        summary["screening"] = screening
     if best is not None:
         architecture = space.to_architecture(space.active(best.params))
         summary["best"] = {
@@ -62,9 +68,27 @@ def write_outputs(
     return summary
 
 
+def _run_seconds(record: TrialRecord) -> float | None:
+    if record.finished_at is None or record.started_at is None:
+        return None
+    return record.finished_at - record.started_at
+
+
+def stage_costs(records: list[TrialRecord]) -> dict[str, dict[str, float]]:
+    """Trials and trainer-seconds per role, so what a stage cost (or saved) is a figure. A
+    promoted trial counts its last run only."""
+    stages: dict[str, dict[str, float]] = {}
+    for r in records:
+        stage = stages.setdefault(r.role.value, {"trials": 0, "trainerSeconds": 0.0})
+        stage["trials"] += 1
+        stage["trainerSeconds"] = round(stage["trainerSeconds"] + (_run_seconds(r) or 0.0), 3)
+    return stages
+
+
 def _write_tables(out: Path, records: list[TrialRecord], metric: str, arch_hash: Any) -> None:
     columns = [
         "trial",
+        "role",
         "state",
         "fidelity",
         metric,
@@ -76,10 +100,12 @@ def _write_tables(out: Path, records: list[TrialRecord], metric: str, arch_hash:
     ]
     rows = []
     for r in records:
-        seconds = (r.finished_at - r.started_at) if r.finished_at and r.started_at else None
+        seconds = _run_seconds(r)
+        screen = r.role is TrialRole.SCREEN
         rows.append(
             {
                 "trial": r.name,
+                "role": r.role.value,
                 "state": r.state.value,
                 "fidelity": r.fidelity if r.fidelity is not None else "",
                 metric: f"{r.metrics[metric]:.4f}" if metric in r.metrics else "",
@@ -88,7 +114,7 @@ def _write_tables(out: Path, records: list[TrialRecord], metric: str, arch_hash:
                 else "",
                 "params": int(r.metrics["params"]) if "params" in r.metrics else "",
                 "seconds": f"{seconds:.1f}" if seconds is not None else "",
-                "architecture": arch_hash(r.params),
+                "architecture": "" if screen else arch_hash(r.params),
                 "reason": r.reason or "",
             }
         )
@@ -107,7 +133,11 @@ def _plot(path: Path, records: list[TrialRecord], metric: str, maximize: bool) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r.index, r.metrics[metric]) for r in records if metric in r.metrics]
+    points = [
+        (r.index, r.metrics[metric])
+        for r in records
+        if metric in r.metrics and r.role is TrialRole.CANDIDATE
+    ]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if points:
         xs, ys = zip(*points, strict=True)

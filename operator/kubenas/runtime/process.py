@@ -104,6 +104,24 @@ class TrialProcess:
         self.epochs.extend(fresh)
         return fresh
 
+    def screen_scores(self) -> dict[str, list[float | None]] | None:
+        """The ``screen`` event of a screen trial's report: its scores per proxy."""
+        try:
+            lines = self.report_path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return None
+        for line in reversed(lines):
+            if '"screen"' not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "screen":
+                scores = event.get("scores")
+                return scores if isinstance(scores, dict) else None
+        return None
+
     def final_summary(self) -> dict[str, Any] | None:
         try:
             summary = json.loads(self.termination_path.read_text(encoding="utf-8"))

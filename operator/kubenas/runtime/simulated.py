@@ -6,7 +6,7 @@ strategies and schedulers: the same decide/apply loop as the real runtimes, with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kubenas import transitions
@@ -62,10 +62,12 @@ def simulate(
     *,
     max_ticks: int = 100_000,
     on_tick: Callable[[Simulation], None] | None = None,
+    initial: Sequence[TrialRecord] = (),
 ) -> Simulation:
     """Run ``spec`` to the end: each tick decides, applies, then trains the oldest running trial
-    one epoch (a trial without a fidelity trains a single epoch)."""
-    sim = Simulation()
+    one epoch (a trial without a fidelity trains a single epoch). ``initial`` records are there
+    from the start (a screen trial whose scores cost nothing in a benchmark)."""
+    sim = Simulation(records={r.name: r for r in initial})
     metric = spec.objective.metric
     epoch_of: dict[str, int] = {}
     effects = _SimulatedEffects(sim, epoch_of)

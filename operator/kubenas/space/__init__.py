@@ -6,6 +6,7 @@ from kubenas.space.families import (
     parse_nb201_cell_string,
 )
 from kubenas.space.params import Categorical, Condition, Float, Integer, Param, Value
+from kubenas.space.screening import screening_candidates
 from kubenas.space.space import Architecture, Assignment, SearchSpace
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "build_space",
     "nb201_cell_string",
     "parse_nb201_cell_string",
+    "screening_candidates",
 ]

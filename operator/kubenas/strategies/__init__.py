@@ -15,6 +15,7 @@ from kubenas.strategies.evolution import RegularizedEvolution
 from kubenas.strategies.grid import GridSearch
 from kubenas.strategies.local_search import LocalSearch
 from kubenas.strategies.predictor import PredictorGuidedSearch
+from kubenas.strategies.prior import Prior
 from kubenas.strategies.random_search import RandomSearch
 from kubenas.strategies.reinforce import Reinforce
 
@@ -41,4 +42,4 @@ def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy
     return RandomSearch(space, seed)
 
 
-__all__ = ["STRATEGY_NAMES", "Observation", "Strategy", "make_strategy", "trial_rng"]
+__all__ = ["STRATEGY_NAMES", "Observation", "Prior", "Strategy", "make_strategy", "trial_rng"]

@@ -8,9 +8,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kubenas.space import Assignment, SearchSpace
+from kubenas.strategies.prior import Prior
 
 # Proposals a strategy may retry before falling back to the space's canonical order.
 _RANDOM_RETRIES = 64
+# With screening scores, a strategy's proposal is the best-screened of this many new ones.
+PRIOR_POOL = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,21 +47,48 @@ class Strategy(ABC):
         finished: Sequence[Observation],
         running: Sequence[Observation],
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
-        """The next architecture, or None when every architecture has been tried."""
+        """The next architecture, or None when every architecture has been tried. ``prior``
+        holds the screening's scores when the experiment has a screen stage."""
+
+    def warm_start(
+        self,
+        prior: Prior | None,
+        finished: Sequence[Observation],
+        running: Sequence[Observation],
+        taken: frozenset[str],
+    ) -> Assignment | None:
+        """The best-screened untried architecture while the search has fewer trials than the
+        screening's ``warmup``; None otherwise (the strategy decides)."""
+        if prior is None or len(finished) + len(running) >= prior.warmup:
+            return None
+        return next((a for a in prior.ranked if self.space.key(a) not in taken), None)
 
     def first_untaken(
         self,
         propose: Callable[[random.Random], Assignment],
         rng: random.Random,
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
         """Retry ``propose`` until it gives a new architecture, then fall back to random draws and
-        finally the space's canonical order, so a finite space is used up before giving up."""
+        finally the space's canonical order, so a finite space is used up before giving up.
+        With a prior, the best-screened of up to ``PRIOR_POOL`` new proposals (a filter)."""
+        pool: dict[str, Assignment] = {}
         for attempt in range(2 * _RANDOM_RETRIES):
             candidate = propose(rng) if attempt < _RANDOM_RETRIES else self.space.sample(rng)
-            if self.space.key(candidate) not in taken:
+            key = self.space.key(candidate)
+            if key in taken:
+                continue
+            if prior is None:
                 return candidate
+            pool.setdefault(key, candidate)
+            if len(pool) == PRIOR_POOL:
+                break
+        if pool and prior is not None:
+            best = max(pool, key=prior.score)  # first proposed wins ties
+            return pool[best]
         size = self.space.size()
         if size is not None and len(taken) >= size:
             return None

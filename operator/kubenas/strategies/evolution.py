@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from kubenas.space import Assignment, SearchSpace
 from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies.prior import Prior
 
 
 class RegularizedEvolution(Strategy):
@@ -26,12 +27,16 @@ class RegularizedEvolution(Strategy):
         finished: Sequence[Observation],
         running: Sequence[Observation],
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
+        warm = self.warm_start(prior, finished, running, taken)
+        if warm is not None:
+            return warm
         rng = trial_rng(self.seed, index)
         alive = [o for o in finished if o.value is not None]
         if len(alive) < self.population_size:
-            return self.first_untaken(self.space.sample, rng, taken)
+            return self.first_untaken(self.space.sample, rng, taken, prior)
         population = sorted(alive, key=lambda o: o.index)[-self.population_size :]
         contenders = rng.sample(population, self.sample_size)
         parent = max(contenders, key=lambda o: (o.value, -o.index))
-        return self.first_untaken(lambda r: self.space.mutate(parent.params, r), rng, taken)
+        return self.first_untaken(lambda r: self.space.mutate(parent.params, r), rng, taken, prior)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from kubenas.space import Assignment, SearchSpace
 from kubenas.strategies._base import Observation, Strategy
+from kubenas.strategies.prior import Prior
 
 
 class GridSearch(Strategy):
@@ -19,7 +20,9 @@ class GridSearch(Strategy):
         finished: Sequence[Observation],
         running: Sequence[Observation],
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
+        """The canonical order, whatever a screening says: a grid is asked for to be exhaustive."""
         for candidate in self.space.grid(self.float_points):
             if self.space.key(candidate) not in taken:
                 return candidate

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from kubenas.space import Assignment, SearchSpace
 from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies.prior import Prior
 
 
 class LocalSearch(Strategy):
@@ -25,15 +26,21 @@ class LocalSearch(Strategy):
         finished: Sequence[Observation],
         running: Sequence[Observation],
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
+        warm = self.warm_start(prior, finished, running, taken)
+        if warm is not None:
+            return warm
         rng = trial_rng(self.seed, index)
         scored = [o for o in finished if o.value is not None]
         if len(finished) + len(running) < self.initial_samples or not scored:
-            return self.first_untaken(self.space.sample, rng, taken)
+            return self.first_untaken(self.space.sample, rng, taken, prior)
         for centre in sorted(scored, key=lambda o: (-(o.value or 0.0), o.index)):
             fresh = [
                 n for n in self.space.neighbours(centre.params) if self.space.key(n) not in taken
             ]
+            if fresh and prior is not None:  # the best-screened neighbour first
+                return max(fresh, key=lambda n: prior.score(self.space.key(n)))
             if fresh:
                 return fresh[rng.randrange(len(fresh))]
-        return self.first_untaken(self.space.sample, rng, taken)
+        return self.first_untaken(self.space.sample, rng, taken, prior)

@@ -14,6 +14,7 @@ import numpy as np
 
 from kubenas.space import Assignment, Categorical, SearchSpace
 from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies.prior import Prior
 
 # The GP is fitted on at most this many observations (the best half and the latest half),
 # which keeps a call within milliseconds however long the experiment has run.
@@ -120,11 +121,15 @@ class PredictorGuidedSearch(Strategy):
         finished: Sequence[Observation],
         running: Sequence[Observation],
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
+        warm = self.warm_start(prior, finished, running, taken)
+        if warm is not None:
+            return warm
         rng = trial_rng(self.seed, index)
         scored = [o for o in finished if o.value is not None]
         if len(finished) + len(running) < self.initial_samples or len(scored) < 2:
-            return self.first_untaken(self.space.sample, rng, taken)
+            return self.first_untaken(self.space.sample, rng, taken, prior)
 
         ranked = sorted(scored, key=lambda o: (-(o.value or 0.0), o.index))
         pool: dict[str, Assignment] = {}
@@ -145,8 +150,11 @@ class PredictorGuidedSearch(Strategy):
             offer(child)
         for _ in range(self.candidates // 4):
             offer(self.space.sample(rng))
+        if pool and prior is not None:  # the predictor chooses among the better-screened half
+            by_prior = sorted(pool, key=lambda k: -prior.score(k))
+            pool = {k: pool[k] for k in by_prior[: max(1, len(by_prior) // 2)]}
         if not pool:
-            return self.first_untaken(self.space.sample, rng, taken)
+            return self.first_untaken(self.space.sample, rng, taken, prior)
 
         training = self._training_set(scored)
         gp = _GaussianProcess(

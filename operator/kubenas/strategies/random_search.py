@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from kubenas.space import Assignment
 from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies.prior import Prior
 
 
 class RandomSearch(Strategy):
@@ -15,5 +16,9 @@ class RandomSearch(Strategy):
         finished: Sequence[Observation],
         running: Sequence[Observation],
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
-        return self.first_untaken(self.space.sample, trial_rng(self.seed, index), taken)
+        rng = trial_rng(self.seed, index)
+        return self.warm_start(prior, finished, running, taken) or self.first_untaken(
+            self.space.sample, rng, taken, prior
+        )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from kubenas.space import Assignment, SearchSpace
 from kubenas.space.params import Float, Param, Value
 from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies.prior import Prior
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
@@ -105,7 +106,11 @@ class Reinforce(Strategy):
         finished: Sequence[Observation],
         running: Sequence[Observation],
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
+        warm = self.warm_start(prior, finished, running, taken)
+        if warm is not None:
+            return warm
         policy = self._policy(finished)
         params: dict[str, Param] = self.space.by_name()
 
@@ -116,4 +121,5 @@ class Reinforce(Strategy):
                 draft[name] = choice.sample(rng) if choice is not None else param.sample(rng)
             return self.space.complete(draft, rng)
 
-        return self.first_untaken(propose, trial_rng(self.seed, index, "reinforce"), taken)
+        rng = trial_rng(self.seed, index, "reinforce")
+        return self.first_untaken(propose, rng, taken, prior)

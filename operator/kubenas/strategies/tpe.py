@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from kubenas.space import Assignment, Categorical, Float, Param, SearchSpace
 from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies.prior import Prior
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -111,7 +112,13 @@ class TreeParzen(Strategy):
         finished: Sequence[Observation],
         running: Sequence[Observation],
         taken: frozenset[str],
+        prior: Prior | None = None,
     ) -> Assignment | None:
+        """Screening scores only pick the first trials (the warm-up); TPE's own density model
+        decides the rest."""
+        warm = self.warm_start(prior, finished, running, taken)
+        if warm is not None:
+            return warm
         rng = trial_rng(self.seed, index)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
