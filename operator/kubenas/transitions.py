@@ -7,7 +7,7 @@ only through these pure functions, and applies :class:`Decisions` only through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,7 @@ def created(name: str, start: StartTrial, now: float) -> TrialRecord:
     return TrialRecord(
         name=name,
         index=start.index,
+        role=start.role,
         params=start.params,
         key=start.key,
         state=TrialState.PENDING,
@@ -77,6 +78,25 @@ def succeeded(
         results={**record.results, record.fidelity or 0: values},
         checkpoint=checkpoint,
         metrics_source=source,
+        reason=None,
+        message=None,
+        finished_at=now,
+    )
+
+
+def screened(
+    record: TrialRecord,
+    scores: Mapping[str, Sequence[float | None]],
+    *,
+    metrics: Mapping[str, float],
+    now: float,
+) -> TrialRecord:
+    """A finished screen trial: its proxy values per screened candidate, and its own figures
+    (architectures scored, seconds)."""
+    return record.with_changes(
+        state=TrialState.SUCCEEDED,
+        screen_scores={proxy: list(values) for proxy, values in scores.items()},
+        metrics=dict(metrics),
         reason=None,
         message=None,
         finished_at=now,
