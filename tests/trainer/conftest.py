@@ -10,7 +10,7 @@ import pytest
 
 NB201_SMALL = {
     "cell": "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|"
-            "skip_connect~2|",
+    "skip_connect~2|",
     "stem_channels": 16,
     "cells_per_stage": 1,
 }

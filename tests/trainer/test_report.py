@@ -13,11 +13,13 @@ from kubenas_trainer.report import TERMINATION_MESSAGE_LIMIT, Reporter
 
 
 def test_reporter_from_env_writes_jsonl_and_termination_message(tmp_path: Path) -> None:
-    reporter = Reporter.from_env({
-        "KUBENAS_REPORT": f"jsonl:{tmp_path / 'events.jsonl'}",
-        "KUBENAS_TRIAL": "t-3",
-        "KUBENAS_TERMINATION_MESSAGE_PATH": str(tmp_path / "termination-log"),
-    })
+    reporter = Reporter.from_env(
+        {
+            "KUBENAS_REPORT": f"jsonl:{tmp_path / 'events.jsonl'}",
+            "KUBENAS_TRIAL": "t-3",
+            "KUBENAS_TERMINATION_MESSAGE_PATH": str(tmp_path / "termination-log"),
+        }
+    )
     reporter.epoch(1, {"val_accuracy": 0.5})
     summary = reporter.final({"val_accuracy": 0.75, "test_accuracy": 0.7}, checkpoint="/c.pt")
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
@@ -44,10 +46,15 @@ def test_unknown_sink_is_a_configuration_error() -> None:
 
 
 def test_pushes_the_latest_metrics_under_the_trial_group(fake_pushgateway: Any) -> None:
-    reporter = Reporter.from_env({
-        "KUBENAS_REPORT": "", "KUBENAS_PUSHGATEWAY_URL": fake_pushgateway.url,
-        "KUBENAS_NAMESPACE": "ns", "KUBENAS_EXPERIMENT": "exp", "KUBENAS_TRIAL": "exp-1",
-    })
+    reporter = Reporter.from_env(
+        {
+            "KUBENAS_REPORT": "",
+            "KUBENAS_PUSHGATEWAY_URL": fake_pushgateway.url,
+            "KUBENAS_NAMESPACE": "ns",
+            "KUBENAS_EXPERIMENT": "exp",
+            "KUBENAS_TRIAL": "exp-1",
+        }
+    )
     reporter.start(params=10)
     reporter.epoch(1, {"val_accuracy": 0.5})
     reporter.epoch(2, {"val_accuracy": 0.625})
@@ -57,21 +64,27 @@ def test_pushes_the_latest_metrics_under_the_trial_group(fake_pushgateway: Any) 
     assert "kubenas_trial_final 0.0" in bodies[0] and "kubenas_trial_epoch 0.0" in bodies[0]
     assert 'kubenas_trial_metric{name="val_accuracy"} 0.625' in bodies[2]
     assert "kubenas_trial_epoch 2.0" in bodies[2]
-    for line in ('kubenas_trial_final 1.0', 'kubenas_trial_metric{name="test_accuracy"} 0.5',
-                 'kubenas_trial_metric{name="params"} 10.0'):
+    for line in (
+        "kubenas_trial_final 1.0",
+        'kubenas_trial_metric{name="test_accuracy"} 0.5',
+        'kubenas_trial_metric{name="params"} 10.0',
+    ):
         assert line in bodies[3]
     assert "/job/kubenas-trial/" in fake_pushgateway.requests[0].path
 
 
 def test_unreachable_pushgateway_is_logged_and_ignored(capsys: pytest.CaptureFixture[str]) -> None:
-    reporter = Reporter.from_env({"KUBENAS_REPORT": "",
-                                  "KUBENAS_PUSHGATEWAY_URL": "http://127.0.0.1:9"})
+    reporter = Reporter.from_env(
+        {"KUBENAS_REPORT": "", "KUBENAS_PUSHGATEWAY_URL": "http://127.0.0.1:9"}
+    )
     reporter.epoch(1, {"val_accuracy": 0.5})
     assert "pushgateway push to http://127.0.0.1:9 failed" in capsys.readouterr().err
 
 
 def test_report_module_works_without_torch() -> None:
     """A user's own trainer may not use torch at all; reporting must not drag it in."""
-    code = ("import sys, kubenas_trainer.report as r; r.Reporter.from_env({}); "
-            "sys.exit('torch' in sys.modules)")
+    code = (
+        "import sys, kubenas_trainer.report as r; r.Reporter.from_env({}); "
+        "sys.exit('torch' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -20,8 +20,17 @@ pytestmark = pytest.mark.trainer
 
 
 def _run(arch: dict[str, Any], *flags: str, report: Path) -> dict[str, Any]:
-    argv = ["--family", "chain", "--architecture", json.dumps(arch), "--dataset", "digits",
-            "--device", "cpu", *flags]
+    argv = [
+        "--family",
+        "chain",
+        "--architecture",
+        json.dumps(arch),
+        "--dataset",
+        "digits",
+        "--device",
+        "cpu",
+        *flags,
+    ]
     config = TrialConfig.from_settings(resolve_settings(argv, {}))
     return run_trial(config, Reporter([JsonlSink(report)]))
 
@@ -35,12 +44,29 @@ def test_resumed_training_equals_one_straight_run(
     tmp_path: Path, small_architectures: dict[str, dict[str, Any]]
 ) -> None:
     arch = small_architectures["chain"]
-    straight = _run(arch, "--epochs", "2", "--checkpoint-dir", str(tmp_path / "a"),
-                    report=tmp_path / "a.jsonl")
-    _run(arch, "--epochs", "1", "--schedule-epochs", "2", "--checkpoint-dir", str(tmp_path / "b"),
-         report=tmp_path / "b.jsonl")
-    resumed = _run(arch, "--epochs", "2", "--resume-from", str(tmp_path / "b" / "checkpoint.pt"),
-                   "--checkpoint-dir", str(tmp_path / "b"), report=tmp_path / "b.jsonl")
+    straight = _run(
+        arch, "--epochs", "2", "--checkpoint-dir", str(tmp_path / "a"), report=tmp_path / "a.jsonl"
+    )
+    _run(
+        arch,
+        "--epochs",
+        "1",
+        "--schedule-epochs",
+        "2",
+        "--checkpoint-dir",
+        str(tmp_path / "b"),
+        report=tmp_path / "b.jsonl",
+    )
+    resumed = _run(
+        arch,
+        "--epochs",
+        "2",
+        "--resume-from",
+        str(tmp_path / "b" / "checkpoint.pt"),
+        "--checkpoint-dir",
+        str(tmp_path / "b"),
+        report=tmp_path / "b.jsonl",
+    )
     for key in ("val_accuracy", "val_loss", "test_accuracy", "epochs"):
         assert resumed["metrics"][key] == pytest.approx(straight["metrics"][key], abs=1e-5)
     weights_a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
@@ -54,19 +80,30 @@ def test_epochs_already_reached_only_evaluates(
     tmp_path: Path, small_architectures: dict[str, dict[str, Any]]
 ) -> None:
     arch = small_architectures["chain"]
-    first = _run(arch, "--epochs", "1", "--checkpoint-dir", str(tmp_path),
-                 report=tmp_path / "r.jsonl")
-    again = _run(arch, "--epochs", "1", "--resume-from", str(tmp_path / "checkpoint.pt"),
-                 report=tmp_path / "r.jsonl")
+    first = _run(
+        arch, "--epochs", "1", "--checkpoint-dir", str(tmp_path), report=tmp_path / "r.jsonl"
+    )
+    again = _run(
+        arch,
+        "--epochs",
+        "1",
+        "--resume-from",
+        str(tmp_path / "checkpoint.pt"),
+        report=tmp_path / "r.jsonl",
+    )
     assert again["metrics"]["val_accuracy"] == first["metrics"]["val_accuracy"]
     assert again["metrics"]["epochs"] == 1 and again["metrics"]["train_seconds"] == 0
     assert [e["event"] for e in _events(tmp_path / "r.jsonl")][-2:] == ["start", "final"]
 
 
 def _trainer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kubenas_trainer", *args],
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **env},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "kubenas_trainer", *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.slow
@@ -74,11 +111,15 @@ def test_digits_trial_reports_everywhere_and_learns(
     tmp_path: Path, small_architectures: dict[str, dict[str, Any]], fake_pushgateway: Any
 ) -> None:
     env = {
-        "KUBENAS_FAMILY": "nb201-cell", "KUBENAS_DATASET": "digits", "KUBENAS_EPOCHS": "3",
+        "KUBENAS_FAMILY": "nb201-cell",
+        "KUBENAS_DATASET": "digits",
+        "KUBENAS_EPOCHS": "3",
         "KUBENAS_ARCHITECTURE": json.dumps(small_architectures["nb201-cell"]),
         "KUBENAS_REPORT": f"stdout,jsonl:{tmp_path / 'events.jsonl'}",
         "KUBENAS_PUSHGATEWAY_URL": fake_pushgateway.url,
-        "KUBENAS_NAMESPACE": "team-a", "KUBENAS_EXPERIMENT": "digits", "KUBENAS_TRIAL": "digits-7",
+        "KUBENAS_NAMESPACE": "team-a",
+        "KUBENAS_EXPERIMENT": "digits",
+        "KUBENAS_TRIAL": "digits-7",
         "KUBENAS_TERMINATION_MESSAGE_PATH": str(tmp_path / "termination-log"),
     }
     result = _trainer("--checkpoint-dir", str(tmp_path / "ckpt"), env=env)
@@ -96,17 +137,32 @@ def test_digits_trial_reports_everywhere_and_learns(
     assert {push.path for push in pushes} == {pushes[0].path}
     segments = pushes[0].path.removeprefix("/metrics/").split("/")
     group = dict(zip(segments[::2], segments[1::2], strict=True))  # the Pushgateway's view
-    assert group == {"job": "kubenas-trial", "namespace": "team-a", "experiment": "digits",
-                     "trial": "digits-7"}
-    assert 'kubenas_trial_epoch 2.0' in pushes[2].body
-    assert 'kubenas_trial_final 1.0' in pushes[-1].body
+    assert group == {
+        "job": "kubenas-trial",
+        "namespace": "team-a",
+        "experiment": "digits",
+        "trial": "digits-7",
+    }
+    assert "kubenas_trial_epoch 2.0" in pushes[2].body
+    assert "kubenas_trial_final 1.0" in pushes[-1].body
     assert 'kubenas_trial_metric{name="test_accuracy"}' in pushes[-1].body
 
 
 def test_bad_architecture_fails_fast_with_a_clear_message(tmp_path: Path) -> None:
     termination = tmp_path / "termination-log"
-    result = _trainer("--family", "chain", "--architecture", "{not json", "--dataset", "digits",
-                      "--epochs", "1", "--termination-message-path", str(termination), env={})
+    result = _trainer(
+        "--family",
+        "chain",
+        "--architecture",
+        "{not json",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--termination-message-path",
+        str(termination),
+        env={},
+    )
     assert result.returncode == 2
     assert "architecture is not valid JSON" in result.stderr
     assert json.loads(termination.read_text())["event"] == "error"
@@ -116,7 +172,19 @@ def test_unknown_block_fails_with_a_clear_message(capsys: pytest.CaptureFixture[
     from kubenas_trainer.__main__ import main
 
     arch = {"stem_channels": 8, "stages": [{"width": 8, "blocks": ["transformer"]}]}
-    status = main(["--family", "chain", "--architecture", json.dumps(arch), "--dataset", "digits",
-                   "--epochs", "1", "--report", ""])
+    status = main(
+        [
+            "--family",
+            "chain",
+            "--architecture",
+            json.dumps(arch),
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--report",
+            "",
+        ]
+    )
     assert status == 2
     assert "unknown chain block 'transformer'" in capsys.readouterr().err

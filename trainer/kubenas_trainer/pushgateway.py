@@ -22,12 +22,18 @@ class PushgatewaySink:
         self.url = url
         self.grouping_key = {"namespace": namespace, "experiment": experiment, "trial": trial}
         self.registry = CollectorRegistry()
-        self.metric = Gauge("kubenas_trial_metric", "Latest value of each trial metric",
-                            ["name"], registry=self.registry)
-        self.epoch = Gauge("kubenas_trial_epoch", "Epochs the trial has completed",
-                           registry=self.registry)
-        self.final = Gauge("kubenas_trial_final", "1 once the final metrics are pushed",
-                           registry=self.registry)
+        self.metric = Gauge(
+            "kubenas_trial_metric",
+            "Latest value of each trial metric",
+            ["name"],
+            registry=self.registry,
+        )
+        self.epoch = Gauge(
+            "kubenas_trial_epoch", "Epochs the trial has completed", registry=self.registry
+        )
+        self.final = Gauge(
+            "kubenas_trial_final", "1 once the final metrics are pushed", registry=self.registry
+        )
 
     def emit(self, event: Mapping[str, Any]) -> None:
         kind = event.get("event")
@@ -46,8 +52,16 @@ class PushgatewaySink:
 
     def push(self) -> None:
         try:
-            push_to_gateway(self.url, job=JOB, registry=self.registry,
-                            grouping_key=self.grouping_key, timeout=PUSH_TIMEOUT_SECONDS)
+            push_to_gateway(
+                self.url,
+                job=JOB,
+                registry=self.registry,
+                grouping_key=self.grouping_key,
+                timeout=PUSH_TIMEOUT_SECONDS,
+            )
         except Exception as error:  # any failure (network, HTTP, URL) must not stop training
-            print(f"kubenas_trainer: pushgateway push to {self.url} failed: {error}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"kubenas_trainer: pushgateway push to {self.url} failed: {error}",
+                file=sys.stderr,
+                flush=True,
+            )

@@ -49,8 +49,9 @@ class JsonlSink:
 class Reporter:
     """Sends a trial's start, per-epoch and final events to every configured sink."""
 
-    def __init__(self, sinks: Sequence[Sink], trial: str = "",
-                 termination_path: Path | None = None) -> None:
+    def __init__(
+        self, sinks: Sequence[Sink], trial: str = "", termination_path: Path | None = None
+    ) -> None:
         self.sinks = list(sinks)
         self.trial = trial
         self.termination_path = termination_path
@@ -74,8 +75,14 @@ class Reporter:
         if values["pushgateway_url"]:
             from kubenas_trainer.pushgateway import PushgatewaySink
 
-            sinks.append(PushgatewaySink(values["pushgateway_url"], values["namespace"] or "",
-                                         values["experiment"] or "", trial))
+            sinks.append(
+                PushgatewaySink(
+                    values["pushgateway_url"],
+                    values["namespace"] or "",
+                    values["experiment"] or "",
+                    trial,
+                )
+            )
         termination = values["termination_message_path"]
         termination_path = Path(termination) if termination else _kubernetes_termination_log()
         return cls(sinks, trial, termination_path)
@@ -99,11 +106,16 @@ class Reporter:
             }
         )
 
-    def final(self, metrics: Mapping[str, float], checkpoint: str | Path | None = None
-              ) -> dict[str, Any]:
+    def final(
+        self, metrics: Mapping[str, float], checkpoint: str | Path | None = None
+    ) -> dict[str, Any]:
         """Report the final metrics, also as the termination message; returns the summary."""
-        summary = {"event": "final", "trial": self.trial, "metrics": dict(metrics),
-                   "checkpoint": None if checkpoint is None else str(checkpoint)}
+        summary = {
+            "event": "final",
+            "trial": self.trial,
+            "metrics": dict(metrics),
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+        }
         self._emit(summary)
         self._terminate(summary)
         return summary

@@ -24,18 +24,32 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     plan = plan_device(config.device)
     splits = load_dataset(config.dataset, config.data_dir)
     torch.manual_seed(config.seed)
-    model = build_model(config.family, config.architecture, splits.sample_shape,
-                        splits.num_classes)
+    model = build_model(config.family, config.architecture, splits.sample_shape, splits.num_classes)
     params = count_parameters(model)
     flops = count_forward_flops(model, torch.from_numpy(splits.train[0][:1]))
-    trainer = Trainer(model, to_device(splits.train, plan), config.hparams,
-                      config.schedule_epochs, plan, config.seed, config.compile)
+    trainer = Trainer(
+        model,
+        to_device(splits.train, plan),
+        config.hparams,
+        config.schedule_epochs,
+        plan,
+        config.seed,
+        config.compile,
+    )
     if config.resume_from is not None:
         trainer.load_state_dict(load_checkpoint(config.resume_from))
     val, test = to_device(splits.val, plan), to_device(splits.test, plan)
-    reporter.start(family=config.family, dataset=config.dataset, params=params, flops=flops,
-                   device=plan.device.type, threads=plan.threads, start_epoch=trainer.epoch,
-                   epochs=config.epochs, hparams=vars(config.hparams))
+    reporter.start(
+        family=config.family,
+        dataset=config.dataset,
+        params=params,
+        flops=flops,
+        device=plan.device.type,
+        threads=plan.threads,
+        start_epoch=trainer.epoch,
+        epochs=config.epochs,
+        hparams=vars(config.hparams),
+    )
 
     checkpoint: Path | None = None
     train_seconds = 0.0
@@ -49,19 +63,37 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         train_seconds += seconds
         if config.checkpoint_dir is not None:
             checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
-        reporter.epoch(trainer.epoch, {**metrics, "val_loss": val_loss,
-                                       "val_accuracy": val_accuracy, "epoch_seconds": seconds})
+        reporter.epoch(
+            trainer.epoch,
+            {
+                **metrics,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "epoch_seconds": seconds,
+            },
+        )
     if config.checkpoint_dir is not None and checkpoint is None:
         checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
     test_loss, test_accuracy = trainer.evaluate(test)
-    return reporter.final({
-        "val_accuracy": val_accuracy, "val_loss": val_loss,
-        "test_accuracy": test_accuracy, "test_loss": test_loss,
-        "params": params, "flops": flops, "epochs": trainer.epoch,
-        "train_seconds": round(train_seconds, 3),
-    }, checkpoint=checkpoint)
+    return reporter.final(
+        {
+            "val_accuracy": val_accuracy,
+            "val_loss": val_loss,
+            "test_accuracy": test_accuracy,
+            "test_loss": test_loss,
+            "params": params,
+            "flops": flops,
+            "epochs": trainer.epoch,
+            "train_seconds": round(train_seconds, 3),
+        },
+        checkpoint=checkpoint,
+    )
 
 
 def _checkpoint_state(trainer: Trainer, config: TrialConfig) -> dict[str, Any]:
-    return {"family": config.family, "architecture": config.architecture,
-            "schedule_epochs": config.schedule_epochs, **trainer.state_dict()}
+    return {
+        "family": config.family,
+        "architecture": config.architecture,
+        "schedule_epochs": config.schedule_epochs,
+        **trainer.state_dict(),
+    }

@@ -27,8 +27,9 @@ def count_forward_flops(model: nn.Module, inputs: torch.Tensor) -> int:
         assert isinstance(weight, torch.Tensor)
         total += conv_flop_count(list(args[0].shape), list(weight.shape), list(output.shape))
 
-    def linear_hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
-                    ) -> None:
+    def linear_hook(
+        module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> None:
         nonlocal total
         total += 2 * args[0].numel() * output.shape[-1]
 
@@ -50,8 +51,9 @@ def count_forward_flops(model: nn.Module, inputs: torch.Tensor) -> int:
     return total
 
 
-def _conv_backward_flops(grad_out_shape: list[int], x_shape: list[int], w_shape: list[int],
-                         *args: Any, **kwargs: Any) -> int:
+def _conv_backward_flops(
+    grad_out_shape: list[int], x_shape: list[int], w_shape: list[int], *args: Any, **kwargs: Any
+) -> int:
     """Each gradient of a convolution (input, weight) costs what its forward pass costs.
 
     Replaces torch's formula, whose weight-gradient term ignores ``groups`` and so counts a

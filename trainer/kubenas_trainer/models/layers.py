@@ -29,7 +29,12 @@ class Geometry:
         return Geometry(tuple(math.ceil(size / 2) for size in self.shape))
 
     def conv(
-        self, c_in: int, c_out: int, kernel: int, *, stride: tuple[int, ...] | None = None,
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        *,
+        stride: tuple[int, ...] | None = None,
         groups: int = 1,
     ) -> nn.Module:
         """A bias-free convolution: "same" padding at stride 1, ``kernel // 2`` when reducing."""
@@ -59,11 +64,18 @@ class Geometry:
         return nn.AvgPool2d((stride[0], stride[1]), stride=(stride[0], stride[1]), ceil_mode=True)
 
     def conv_bn(
-        self, c_in: int, c_out: int, kernel: int, *, stride: tuple[int, ...] | None = None,
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        *,
+        stride: tuple[int, ...] | None = None,
         groups: int = 1,
     ) -> list[nn.Module]:
-        return [self.conv(c_in, c_out, kernel, stride=stride, groups=groups),
-                self.batch_norm(c_out)]
+        return [
+            self.conv(c_in, c_out, kernel, stride=stride, groups=groups),
+            self.batch_norm(c_out),
+        ]
 
 
 class Residual(nn.Module):
