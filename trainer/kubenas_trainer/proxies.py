@@ -8,9 +8,10 @@ Training", ICML 2021). "Weighted layers" below are the convolutions and linear l
 ==========  ====  ===========================================================================
 proxy       data  what it measures
 ==========  ====  ===========================================================================
-synflow     no    natural log of the synaptic flow: with every weight made positive, batch
-                  norm bypassed and an all-ones input in double precision, the sum over
-                  weighted layers of ``|w * d(sum of outputs)/dw|`` (Tanaka et al. 2020).
+synflow     no    natural log (as NASLib's tables give it) of the synaptic flow: with every
+                  weight made positive, batch norm bypassed and an all-ones input in double
+                  precision, the sum over weighted layers of ``|w * d(sum of outputs)/dw|``
+                  (Tanaka et al. 2020).
                   ``-inf`` when no signal reaches the output (e.g. a cell of ``none`` edges).
 naswot      yes   log-determinant of the kernel ``K[i, j]`` = number of ReLUs on which samples
                   i and j fall on the same side, summed over every ReLU's input (NASWOT).
