@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from kubenas.api.vocabulary import DATA_FREE_PROXIES
+from kubenas.api.vocabulary import PROXIES as API_PROXIES
+
 torch = pytest.importorskip("torch")
 
 from kubenas_trainer import screen  # noqa: E402
@@ -177,3 +180,8 @@ def test_naslib_edge_order_swaps_the_two_middle_edges() -> None:
         "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|none~2|"
     )
     assert naslib_edge_order(naslib_edge_order(ops)) == ops
+
+
+def test_the_trainer_implements_exactly_the_proxies_the_api_accepts() -> None:
+    assert set(PROXIES) == set(API_PROXIES)
+    assert {name for name, proxy in PROXIES.items() if not proxy.needs_data} == DATA_FREE_PROXIES
