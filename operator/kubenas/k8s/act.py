@@ -21,7 +21,11 @@ Json = dict[str, Any]
 class ClusterEffects:
     """Applied decisions in the cluster: ``halt`` deletes the run's Job, ``save`` creates the
     NASTrial (a new record) or patches its status, ``launch`` creates the Job and returns the
-    record still Pending: it runs once its container starts, which a later pass observes."""
+    record still Pending: it runs once its container starts, which a later pass observes.
+
+    A new trial's first status is written right after its Job is created, so the Job waits
+    for two API calls, not three; a trial left without status by a crash reads as Pending at
+    its spec's fidelity, and the next pass creates its Job."""
 
     def __init__(
         self,
@@ -37,6 +41,7 @@ class ClusterEffects:
         self.experiment = experiment
         self.namespace = str(experiment_obj["metadata"]["namespace"])
         self.trials = trials
+        self.first_status: dict[str, TrialRecord] = {}
 
     def _architecture(self, record: TrialRecord) -> dict[str, Any]:
         space = planner(self.experiment.spec).space
@@ -53,10 +58,13 @@ class ClusterEffects:
             )
             stored = self.api.create_trial(manifest)
             self.trials[after.name] = stored
-            if stored.get("status"):  # made by an earlier pass, which wrote its state
-                return
-        elif after == before:
+            if not stored.get("status"):  # else made by an earlier pass, which wrote its state
+                self.first_status[after.name] = after
             return
+        if after != before:
+            self._write_status(after)
+
+    def _write_status(self, after: TrialRecord) -> None:
         status = status_of(after, job_name(after.name, after.fidelity))
         self.api.patch_trial_status(
             self.namespace, after.name, status.model_dump(by_alias=True, mode="json")
@@ -71,6 +79,8 @@ class ClusterEffects:
             self.settings,
         )
         self.api.create_job(job)
+        if (first := self.first_status.pop(record.name, None)) is not None:
+            self._write_status(first)
         return record
 
 

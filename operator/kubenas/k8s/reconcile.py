@@ -134,8 +134,6 @@ class ExperimentReconciler:
         observed = observe(experiment, stored, jobs, pods, metrics, now)
 
         effects = ClusterEffects(self.api, self.settings, body, experiment, trials)
-        for name, record in observed.records.items():
-            effects.save(stored[name], record)
         try:
             for name in observed.relaunch:
                 effects.launch(observed.records[name])
@@ -150,6 +148,13 @@ class ExperimentReconciler:
         except PodTemplateError as exc:
             return self._fail(previous, generation, "PodTemplateNotAllowed", str(exc), now)
         records = applied.records
+        # What was observed is saved after the next runs are launched, to keep a finished run's
+        # successor off the critical path: a crash before this save loses nothing, since the
+        # finished Jobs stay until the records are saved and observe folds them in again.
+        changed = set(applied.changed)
+        for name, record in observed.records.items():
+            if name not in changed:
+                effects.save(stored[name], record)
 
         for name in jobs_to_delete(records, jobs):
             self.api.delete_job(self.namespace, name)
