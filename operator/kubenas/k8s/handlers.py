@@ -43,7 +43,6 @@ from kubenas.k8s.status import failed_to_run_status
 
 log = logging.getLogger("kubenas.operator")
 
-RUNNING_POLL_SECONDS = 3.0
 RECONCILE_THREADS = 64
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
@@ -373,7 +372,8 @@ def _stop_runner(state: OperatorState, key: Key) -> None:
 
 async def _run(state: OperatorState, runner: Runner) -> None:
     """Passes until cancelled: when woken (events coalesce: any number of them during a pass
-    give one more pass), every few seconds while trials run, after a back-off when one failed."""
+    give one more pass), when a running trial times out or its progress is due, after a back-off
+    when one failed."""
     namespace, name = runner.key
     failures = 0
     poll: float | None = None
@@ -420,7 +420,7 @@ async def _run(state: OperatorState, runner: Runner) -> None:
         failures = 0
         for kind, reason, message in outcome.events:
             kopf.event(_target(runner), type=kind, reason=reason, message=message)
-        poll = RUNNING_POLL_SECONDS if outcome.running else None
+        poll = outcome.next_pass_in
 
 
 def _pass(settings: OperatorSettings, reconciler: ExperimentReconciler) -> Outcome:

@@ -10,7 +10,7 @@ operator can be killed at any moment and started again without losing or duplica
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +19,11 @@ from pydantic import ValidationError
 from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import format_validation_error
-from kubenas.api.records import TrialRecord
+from kubenas.api.records import TrialRecord, TrialState
 from kubenas.api.status import Condition, ExperimentStatus
 from kubenas.api.trial import TrialSpec, TrialStatus, to_record
 from kubenas.contract import trial_name
-from kubenas.engine import Decisions, decide
+from kubenas.engine import Decisions, decide, timeout_deadline
 from kubenas.k8s import metrics_source, operator_metrics
 from kubenas.k8s.act import ClusterEffects, count_run_time, delete_push_groups
 from kubenas.k8s.client import KubeApi
@@ -32,6 +32,11 @@ from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.k8s.observe import failure_events, job_outcome, jobs_to_delete, observe
 from kubenas.k8s.settings import OperatorSettings
 from kubenas.k8s.status import experiment_status, failed_to_run_status
+
+# How often running trials' progress is read, where it decides anything (median stopping).
+PROGRESS_POLL_SECONDS = 3.0
+# A pass for a timeout comes this long after the deadline, so that it has surely passed.
+TIMEOUT_SLACK_SECONDS = 0.5
 
 Json = dict[str, Any]
 Event = tuple[str, str, str]
@@ -44,6 +49,7 @@ class Outcome:
     finished: bool = False
     events: list[Event] = field(default_factory=list)
     running: int = 0
+    next_pass_in: float | None = None
 
 
 def read_record(trial: Json) -> TrialRecord:
@@ -177,6 +183,7 @@ class ExperimentReconciler:
         operator_metrics.observe_experiment(self.namespace, experiment, records.values(), decisions)
         outcome.finished = decisions.finished
         outcome.running = sum(r.state.active for r in records.values())
+        outcome.next_pass_in = next_pass_in(experiment, self.settings, records.values(), now)
         return outcome
 
     def _fail(
@@ -193,6 +200,28 @@ class ExperimentReconciler:
         if was is None or (was.status, was.reason, was.message) != ("True", reason, message):
             outcome.events.append(("Warning", reason, message[:1000]))
         return outcome
+
+
+def next_pass_in(
+    experiment: NASExperiment,
+    settings: OperatorSettings,
+    records: Iterable[TrialRecord],
+    now: float,
+) -> float | None:
+    """Seconds until a pass is due though no watch event comes: a running trial's timeout, and
+    while trials run, the next progress poll where progress decides anything (median stopping
+    reads each epoch from Prometheus). Everything else arrives as a watch event."""
+    spec = experiment.spec
+    running = [r for r in records if r.state is TrialState.RUNNING]
+    waits = [
+        max(0.0, deadline - now) + TIMEOUT_SLACK_SECONDS
+        for r in running
+        if (deadline := timeout_deadline(spec, r)) is not None
+    ]
+    median = spec.fidelity is not None and spec.fidelity.scheduler == "median"
+    if running and median and settings.prometheus_url:
+        waits.append(PROGRESS_POLL_SECONDS)
+    return min(waits, default=None)
 
 
 def announcements(

@@ -10,13 +10,20 @@ from collections.abc import Iterator
 
 import pytest
 
+from kubenas.api import parse_experiment
 from kubenas.api.records import TrialState
 from kubenas.k8s import metrics_source
-from kubenas.k8s.reconcile import ExperimentReconciler
+from kubenas.k8s.reconcile import (
+    PROGRESS_POLL_SECONDS,
+    TIMEOUT_SLACK_SECONDS,
+    ExperimentReconciler,
+    next_pass_in,
+)
+from kubenas.k8s.settings import OperatorSettings
 
 from .fake_api import FakeApiError
 from .fake_prometheus import FakeMetricsServer, Pushed
-from .world import NAME, NS, T0, World, summary
+from .world import NAME, NS, T0, World, experiment_doc, summary
 
 
 @pytest.fixture
@@ -469,3 +476,24 @@ def test_a_deleted_experiment_ends_the_loop(server: FakeMetricsServer) -> None:
     world.api.experiments.clear()
     assert world.reconcile().finished
     assert world.trial_names() == []
+
+
+def test_without_an_event_the_next_pass_comes_at_the_timeout_or_the_median_poll() -> None:
+    world = World(None, prometheus=False, pushgateway=False)
+    world.reconcile()
+    assert world.reconcile().next_pass_in is None  # nothing runs: only events wake it
+    job = world.job_names()[0]
+    world.run(job)
+    world.tick(30)
+    outcome = world.reconcile()
+    assert outcome.next_pass_in == pytest.approx(100 - 30 + TIMEOUT_SLACK_SECONDS)
+
+    experiment = parse_experiment(
+        experiment_doc(fidelity={"max": 6, "scheduler": "median"}), "median"
+    )
+    running = [world.record(job.rsplit("-f", 1)[0])]
+    with_prometheus = OperatorSettings(prometheus_url="http://prometheus:9090")
+    assert next_pass_in(experiment, with_prometheus, running, world.now) == PROGRESS_POLL_SECONDS
+    assert next_pass_in(experiment, world.settings, running, world.now) == pytest.approx(
+        70 + TIMEOUT_SLACK_SECONDS
+    )
