@@ -140,3 +140,8 @@ def test_spearman_of_monotone_and_reversed_orders() -> None:
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2], [1, 2]) is None
+
+
+def test_the_simulator_wants_the_screen_given_not_run() -> None:
+    with pytest.raises(ValueError, match="no screen trial"):
+        simulate(_spec(), learning_curve)

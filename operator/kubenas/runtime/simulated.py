@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from kubenas import transitions
 from kubenas.api.experiment import ExperimentSpec
-from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.engine import Decisions, decide
 from kubenas.space import Assignment
 
@@ -50,6 +50,8 @@ class _SimulatedEffects:
         self.sim.records[after.name] = after
 
     def launch(self, record: TrialRecord) -> TrialRecord:
+        if record.role is TrialRole.SCREEN:
+            raise ValueError("the simulator runs no screen trial: pass a finished one as initial")
         running = transitions.started(record, float(self.tick))
         self.sim.records[record.name] = running
         self.epoch_of.setdefault(record.name, 0)
