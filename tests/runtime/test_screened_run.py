@@ -64,3 +64,31 @@ def test_the_screen_trial_scores_the_engines_candidates_and_guides_the_first(
     best_screened = {space.key(a) for a in prior.ranked[:2]}
     trained = {r.key for r in records.values() if r.role is TrialRole.CANDIDATE}
     assert trained == best_screened
+
+
+def test_a_failing_screen_ends_the_run_saying_why(tmp_path: Path) -> None:
+    experiment = {
+        "apiVersion": "kubenas.io/v1alpha1",
+        "kind": "NASExperiment",
+        "metadata": {"name": "unscreenable"},
+        "spec": {
+            "searchSpace": {"family": "nb201-cell", "stemChannels": [8], "cellsPerStage": [1]},
+            "budget": {"maxTrials": 2},
+            "screening": {"proxy": "naswot", "candidates": 5, "warmup": 2},
+            "trial": {"dataset": f"npz:{tmp_path / 'missing.npz'}", "timeoutSeconds": 300},
+        },
+    }
+    path = tmp_path / "unscreenable.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", "run", str(path), "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1
+    final = done.stderr.strip().splitlines()[-1]
+    assert "ScreeningFailed" in final and "cannot read npz dataset" in final, final
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trials"]["total"] == 0 and summary["screening"]["state"] == "Failed"

@@ -98,6 +98,8 @@ class Display:
         outcome = f"best {best['trial']} {best.get('metrics', {})}" if best else "no best trial"
         if trials["failed"]:
             outcome += f"; {explain_failures(records)}"
+        elif not summary.get("succeeded") and summary.get("message"):
+            outcome += f"; {summary['message']}"  # e.g. the screen trial failed
         self.console.print(
             f"finished: {summary.get('reason')} - {trials['total']} trials "
             f"({trials['succeeded']} succeeded, {trials['failed']} failed); "
