@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,6 +18,22 @@ from kubenas.engine import planner
 from kubenas.screening import screening_prior
 
 pytestmark = [pytest.mark.slow, pytest.mark.trainer]
+
+
+def _run(
+    experiment: dict[str, Any], tmp_path: Path
+) -> tuple[Path, Path, subprocess.CompletedProcess[str]]:
+    """``kubenas run`` of ``experiment``: its file, its results folder and the finished run."""
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", "run", str(path), "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return path, out, done
 
 
 def test_the_screen_trial_scores_the_engines_candidates_and_guides_the_first(
@@ -35,15 +52,7 @@ def test_the_screen_trial_scores_the_engines_candidates_and_guides_the_first(
             "trial": {"dataset": "digits", "timeoutSeconds": 300},
         },
     }
-    path = tmp_path / "screened.yaml"
-    path.write_text(yaml.safe_dump(experiment))
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "kubenas.cli", "run", str(path), "--out", str(out), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    path, out, done = _run(experiment, tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trials"]["total"] == 2  # the screen trial is not a candidate
@@ -78,15 +87,7 @@ def test_a_failing_screen_ends_the_run_saying_why(tmp_path: Path) -> None:
             "trial": {"dataset": f"npz:{tmp_path / 'missing.npz'}", "timeoutSeconds": 300},
         },
     }
-    path = tmp_path / "unscreenable.yaml"
-    path.write_text(yaml.safe_dump(experiment))
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "kubenas.cli", "run", str(path), "--out", str(out), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    _, out, done = _run(experiment, tmp_path)
     assert done.returncode == 1
     final = done.stderr.strip().splitlines()[-1]
     assert "ScreeningFailed" in final and "cannot read npz dataset" in final, final

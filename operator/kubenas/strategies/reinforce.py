@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from kubenas.space import Assignment, SearchSpace
 from kubenas.space.params import Float, Param, Value
@@ -23,19 +22,15 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPSILON = 1e-8
 
 
-@dataclass
 class _Choice:
-    """One parameter's softmax and its Adam moments."""
+    """One parameter's softmax (all logits zero: uniform) and its Adam moments."""
 
-    values: list[Value]
-    logits: list[float] = field(default_factory=list)
-    first: list[float] = field(default_factory=list)
-    second: list[float] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        n = len(self.values)
-        self.logits, self.first, self.second = [0.0] * n, [0.0] * n, [0.0] * n
-        self.position = {v: i for i, v in enumerate(self.values)}
+    def __init__(self, values: list[Value]) -> None:
+        self.values = values
+        self.position = {v: i for i, v in enumerate(values)}
+        self.logits = [0.0] * len(values)
+        self.first = [0.0] * len(values)
+        self.second = [0.0] * len(values)
 
     def probabilities(self) -> list[float]:
         top = max(self.logits)
