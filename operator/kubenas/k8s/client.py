@@ -26,6 +26,13 @@ def _items(response: Any) -> list[dict[str, Any]]:
     return cast(list[dict[str, Any]], json.loads(response.data)["items"])
 
 
+def _discard(response: Any) -> None:
+    """Read an unwanted response body to its end, then hand the connection back. Released
+    unread, the connection would carry the body into the next request's response."""
+    response.drain_conn()
+    response.release_conn()
+
+
 class KubeApi(Protocol):
     """The calls a reconcile pass makes; :class:`Api` makes them against the API server, a
     watch-fed cache may answer the reads, and the unit tests use an in-memory fake."""
@@ -118,9 +125,11 @@ class Api:
 
     def create_job(self, job: dict[str, Any]) -> bool:
         try:
-            self.batch.create_namespaced_job(
-                job["metadata"]["namespace"], job, _preload_content=False
-            ).release_conn()
+            _discard(
+                self.batch.create_namespaced_job(
+                    job["metadata"]["namespace"], job, _preload_content=False
+                )
+            )
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -129,9 +138,11 @@ class Api:
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.batch.delete_namespaced_job(
-                name, namespace, propagation_policy="Background", _preload_content=False
-            ).release_conn()
+            _discard(
+                self.batch.delete_namespaced_job(
+                    name, namespace, propagation_policy="Background", _preload_content=False
+                )
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
