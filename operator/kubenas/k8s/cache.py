@@ -1,16 +1,17 @@
 """A watch-fed read cache for one experiment's reconcile passes.
 
 kopf indexes (``@kopf.index`` on NASTrials, Jobs and pods, keyed by (namespace, experiment
-label)) hold what the watches delivered. :class:`CachedApi` answers the reconciler's list
-calls from a snapshot of them, taken in the event loop before each pass, and sends everything
-else (``get_experiment``, every write) to the real :class:`~kubenas.k8s.client.Api`.
+label)) hold what the watches delivered, and the experiment's own watch events its latest
+copy. :class:`CachedApi` answers the reconciler's reads from a snapshot of them, taken in the
+event loop before each pass, and sends every write to the real :class:`~kubenas.k8s.client.Api`.
 
 Watches lag behind our own writes, so the cache overlays what this experiment's passes wrote
 (read-your-own-writes) until the watch shows the same or a newer version:
 
 - a trial we created or whose status we patched: the object the API server returned;
 - a Job we created: the manifest we sent (no status yet: "running");
-- a Job we deleted: hidden while the watch still shows it.
+- a Job we deleted: hidden while the watch still shows it;
+- the experiment whose status we patched: the object the API server returned.
 
 What no overlay covers is other writers (the Job controller, the kubelet). A stale Job only
 delays a pass's view of it; a stale pod could hide a finished trial's termination message, so
@@ -134,6 +135,7 @@ class _Overlay:
     created_jobs: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     deleted_jobs: dict[str, tuple[float, str | None]] = field(default_factory=dict)
     experiment_status: dict[str, Any] | None = None
+    experiment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,10 @@ class CachedApi:
         self._trials: list[dict[str, Any]] = []
         self._jobs: list[dict[str, Any]] = []
         self._pods: list[dict[str, Any]] = []
+        # The experiment as its watch last delivered it (set in the event loop), and the copy a
+        # pass reads.
+        self.watched_experiment: dict[str, Any] | None = None
+        self._experiment: dict[str, Any] | None = None
         # Our writes the watch has caught up on, kept (names and versions only) so their watch
         # events, which may be handled after the catch-up, still read as echoes.
         self._written_versions: dict[str, str] = {}
@@ -184,7 +190,11 @@ class CachedApi:
         self._trials = list(self.indexes.trials.get(key, ()))
         self._jobs = list(self.indexes.jobs.get(key, ()))
         self._pods = list(self.indexes.pods.get(key, ()))
+        self._experiment = self.watched_experiment
         now = self.clock()
+        written, seen = self.overlay.experiment, self._experiment
+        if written is not None and seen is not None and newer_or_same(seen, written):
+            self.overlay.experiment = None
         trials = {_name(t): t for t in self._trials}
         for name, (at, written) in list(self.overlay.trials.items()):
             seen = trials.get(name)
@@ -228,7 +238,12 @@ class CachedApi:
         return (namespace, experiment) == (self.namespace, self.experiment)
 
     def get_experiment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.api.get_experiment(namespace, name)
+        """The watch's copy, or our own status write where the watch has not caught up; the
+        API before the watch has shown the experiment."""
+        if (namespace, name) != (self.namespace, self.experiment) or self._experiment is None:
+            return self.api.get_experiment(namespace, name)
+        copied: dict[str, Any] = _plain(self.overlay.experiment or self._experiment)
+        return copied
 
     def list_trials(self, namespace: str, experiment: str) -> list[dict[str, Any]]:
         if not self._ours(namespace, experiment):
@@ -318,10 +333,15 @@ class CachedApi:
                 if _uid(seen):
                     self._deleted_job_uids.add(str(_uid(seen)))
 
-    def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.api.patch_experiment_status(namespace, name, status)
+    def patch_experiment_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        stored = self.api.patch_experiment_status(namespace, name, status)
         if (namespace, name) == (self.namespace, self.experiment):
             self.overlay.experiment_status = _plain(status)
+            if stored is not None:
+                self.overlay.experiment = slim_object(stored)
+        return stored
 
     def close(self) -> None:
         self.api.close()

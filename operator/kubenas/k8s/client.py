@@ -51,7 +51,7 @@ class KubeApi(Protocol):
     ) -> dict[str, Any]: ...
     def patch_experiment_status(
         self, namespace: str, name: str, status: dict[str, Any]
-    ) -> None: ...
+    ) -> dict[str, Any] | None: ...
     def close(self) -> None: ...
 
 
@@ -157,11 +157,18 @@ class Api:
             ),
         )
 
-    def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_experiment_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The stored experiment; None when it is gone (deleted meanwhile)."""
         try:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, EXPERIMENTS, name, {"status": status}
+            return cast(
+                dict[str, Any],
+                self.custom.patch_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, EXPERIMENTS, name, {"status": status}
+                ),
             )
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            return None

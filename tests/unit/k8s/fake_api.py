@@ -176,14 +176,15 @@ class FakeApi:
         trial["status"] = merged
         return copy.deepcopy(trial)
 
-    def patch_experiment_status(self, namespace: str, name: str, status: Json) -> None:
+    def patch_experiment_status(self, namespace: str, name: str, status: Json) -> Json | None:
         self._call("patch_experiment_status", name)
         experiment = self.experiments.get((namespace, name))
         if experiment is None:
-            return  # 404: the real Api ignores it (the experiment was deleted)
+            return None  # 404: the real Api ignores it (the experiment was deleted)
         merged = merge_patch(experiment.get("status") or {}, status)
         ExperimentStatus.model_validate(merged)
         experiment["status"] = merged
+        return copy.deepcopy(experiment)
 
     # -- what the Job controller, the scheduler and the kubelet would do ---------------------
 

@@ -121,10 +121,12 @@ class FakeApi:
         self._stamp(trial, new=False)
         return copy.deepcopy(trial)
 
-    def patch_experiment_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_experiment_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
         self.calls.append(("patch_experiment_status", name))
         _merge(self.experiment, {"status": status})
-        self._stamp(self.experiment, new=False)
+        return copy.deepcopy(self._stamp(self.experiment, new=False))
 
     def close(self) -> None:
         pass
@@ -302,7 +304,9 @@ def test_job_pods_come_from_the_api_until_the_cache_shows_one_finished(fake: Fak
 
 
 def _reconciler(fake: FakeApi, lagging: LaggingIndexes) -> tuple[CachedApi, ExperimentReconciler]:
+    """A cache whose experiment watch delivered the experiment once and then lags forever."""
     cached = CachedApi(fake, lagging.indexes(), NS, EXP)
+    cached.watched_experiment = slim_object(fake.experiment)
     return cached, ExperimentReconciler(cached, OperatorSettings(), NS, EXP)
 
 
@@ -343,7 +347,30 @@ def test_a_lagging_watch_never_makes_the_reconciler_duplicate_or_skip_a_trial(
         assert fake.trial_states.count((trial, "Succeeded")) == 1, fake.trial_states
     conditions = {c["type"]: c["status"] for c in fake.experiment["status"]["conditions"]}
     assert conditions["Succeeded"] == "True"
-    assert not [c for c in fake.calls if c[0] in ("list_trials", "list_jobs")]
+    assert not [c for c in fake.calls if c[0] in ("list_trials", "list_jobs", "get_experiment")]
+
+
+def test_the_experiment_is_read_from_its_watch_and_our_status_write_over_a_stale_copy(
+    fake: FakeApi,
+) -> None:
+    cached = CachedApi(fake, LaggingIndexes(fake).indexes(), NS, EXP)
+    cached.refresh()
+    assert cached.get_experiment(NS, EXP) == fake.experiment, "not watched yet: the API"
+    assert fake.calls == [("get_experiment", EXP)]
+    stale = slim_object(fake.experiment)
+    cached.watched_experiment = stale
+    cached.refresh()
+    cached.patch_experiment_status(NS, EXP, {"phase": "Running"})
+    cached.refresh()  # the watch still shows the copy from before our write
+    assert (cached.get_experiment(NS, EXP) or {})["status"] == {"phase": "Running"}
+    # Someone edits the spec: the watch's newer copy wins over our write.
+    fake.experiment["spec"]["budget"]["maxTrials"] = 5
+    fake._stamp(fake.experiment, new=False)
+    cached.watched_experiment = slim_object(fake.experiment)
+    cached.refresh()
+    assert (cached.get_experiment(NS, EXP) or {})["spec"]["budget"]["maxTrials"] == 5
+    assert cached.overlay.experiment is None
+    assert fake.calls.count(("get_experiment", EXP)) == 1
 
 
 def test_after_a_restart_the_first_listing_is_complete(fake: FakeApi) -> None:
