@@ -4,13 +4,13 @@ termination message; and the clean-up of a trial's Pushgateway group once it is 
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import urllib3
 
 PUSH_JOB = "kubenas-trial"
 # Short: a pass asks Prometheus once and must not wait long when it is slow or down (the final
@@ -19,6 +19,9 @@ QUERY_TIMEOUT_SECONDS = 2.0
 PUSHGATEWAY_TIMEOUT_SECONDS = 3.0
 SOURCE_PROMETHEUS = "prometheus"
 SOURCE_TERMINATION_MESSAGE = "termination-message"
+# Keep-alive connections to Prometheus and the Pushgateway, shared by every pass's thread: a
+# connection per query cost more than the query.
+_HTTP = urllib3.PoolManager(maxsize=16, retries=False)
 
 
 class MetricsUnavailable(Exception):
@@ -67,13 +70,13 @@ def query_prometheus(base_url: str, namespace: str, experiment: str) -> dict[str
         {"query": experiment_query(namespace, experiment)}
     )
     try:
-        with urllib.request.urlopen(url, timeout=QUERY_TIMEOUT_SECONDS) as response:
-            body = json.load(response)
-    except (OSError, urllib.error.URLError, json.JSONDecodeError) as exc:
+        response = _HTTP.request("GET", url, timeout=QUERY_TIMEOUT_SECONDS)
+        body = json.loads(response.data)
+    except (OSError, urllib3.exceptions.HTTPError, ValueError) as exc:
         raise MetricsUnavailable(f"{base_url}: {exc}") from exc
     if not isinstance(body, dict) or body.get("status") != "success":
         error = body.get("error", "query failed") if isinstance(body, dict) else "not JSON"
-        raise MetricsUnavailable(f"{base_url}: {error}")
+        raise MetricsUnavailable(f"{base_url}: HTTP {response.status}: {error}")
     values: dict[str, dict[str, float]] = {}
     epochs: dict[str, int] = {}
     finals: set[str] = set()
@@ -121,12 +124,12 @@ def delete_push_group(base_url: str, namespace: str, experiment: str, trial: str
             ("trial", trial),
         )
     )
-    request = urllib.request.Request(f"{base_url.rstrip('/')}/metrics/{path}", method="DELETE")
+    url = f"{base_url.rstrip('/')}/metrics/{path}"
     try:
-        with urllib.request.urlopen(request, timeout=PUSHGATEWAY_TIMEOUT_SECONDS):
-            return True
-    except (OSError, urllib.error.URLError):
+        response = _HTTP.request("DELETE", url, timeout=PUSHGATEWAY_TIMEOUT_SECONDS)
+    except (OSError, urllib3.exceptions.HTTPError):
         return False
+    return response.status < 400
 
 
 def parse_termination_message(message: str | None) -> dict[str, Any] | None:
