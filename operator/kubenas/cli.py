@@ -89,7 +89,12 @@ def _query_budgets(text: str) -> list[int]:
 
 def _bench_nb201(args: argparse.Namespace) -> int:
     from kubenas.api.vocabulary import PROXIES
-    from kubenas.bench.nb201 import DEFAULT_SETTINGS, run_benchmark
+    from kubenas.bench.nb201 import (
+        DEFAULT_SETTINGS,
+        load_proxy_table,
+        run_benchmark,
+        table_proxies,
+    )
 
     table = Path(args.dataset_file) if args.dataset_file else Path(args.data) / "cifar10.csv"
     strategies = args.strategies.split(",") if args.strategies else list(DEFAULT_SETTINGS)
@@ -100,13 +105,28 @@ def _bench_nb201(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     proxies = args.proxies.split(",") if args.proxies else []
     unknown = [p for p in proxies if p not in PROXIES]
-    if unknown or (args.proxy_table and not proxies) or (proxies and not args.proxy_table):
+    if unknown or (proxies and not args.proxy_table):
         print(
-            f"--proxy-table and --proxies go together; known proxies: {', '.join(PROXIES)}",
+            f"--proxies names proxies of --proxy-table; known proxies: {', '.join(PROXIES)}",
             file=sys.stderr,
         )
         return EXIT_INVALID
     proxy_table = Path(args.proxy_table) if args.proxy_table else None
+    if proxy_table is not None:
+        try:
+            held = table_proxies(load_proxy_table(proxy_table))
+        except (OSError, ValueError) as exc:
+            print(f"--proxy-table: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        missing = [p for p in proxies if p not in held]
+        if missing or not held:
+            print(
+                f"--proxies: the table has no scores of {', '.join(missing) or 'any proxy'}; "
+                f"it has {', '.join(held) or 'none'}",
+                file=sys.stderr,
+            )
+            return EXIT_INVALID
+        proxies = proxies or held
     results = run_benchmark(
         table, strategies, args.queries, args.seeds, args.workers, proxy_table, proxies
     )
@@ -220,7 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--proxy-table",
         help="JSON lines of every cell's zero-cost scores (python -m kubenas_trainer.screen --all)",
     )
-    nb201.add_argument("--proxies", help="comma list of the table's proxies to screen with")
+    nb201.add_argument(
+        "--proxies",
+        help="comma list of the table's proxies to screen with (default: every one it holds)",
+    )
     nb201.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     nb201.add_argument("--json", action="store_true", help="last line: JSON results")
     nb201.set_defaults(func=_bench_nb201)

@@ -99,3 +99,52 @@ def test_bench_suggest_reports_each_strategy(capsys: pytest.CaptureFixture[str])
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
     assert [r["strategy"] for r in rows] == ["random", "evolution"]
     assert all(r["records"] == 200 and r["median_ms"] > 0 for r in rows)
+
+
+def _write_proxy_table(path: Path, with_noise: float) -> None:
+    """Made-up zero-cost scores of every cell: synflow follows the convolutions, as the made-up
+    accuracies do, blurred by noise; params is pure noise."""
+    rng = random.Random(1)
+    with path.open("w") as f:
+        for ops in itertools.product(OPS, repeat=6):
+            e = [f"{op}~{src}" for op, src in zip(ops, (0, 0, 1, 0, 1, 2), strict=True)]
+            cell = f"|{e[0]}|+|{e[1]}|{e[2]}|+|{e[3]}|{e[4]}|{e[5]}|"
+            convs = sum(op.startswith("nor_conv") for op in ops)
+            row = {
+                "architecture": {"cell": cell, "stem_channels": 16, "cells_per_stage": 5},
+                "synflow": convs + rng.uniform(0, with_noise),
+                "params": rng.uniform(0, 1),
+            }
+            f.write(json.dumps(row) + "\n")
+
+
+def test_bench_nb201_with_a_proxy_table_screens_for_free_and_finds_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table, proxies = tmp_path / "table.csv", tmp_path / "proxies.jsonl"
+    _write_table(table)
+    _write_proxy_table(proxies, with_noise=2.0)
+    args = ["bench", "nb201", "--dataset-file", str(table), "--seeds", "4", "--workers", "1"]
+    args += ["--queries", "10", "--strategies", "random", "--json"]
+    assert main(args) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"][0]
+    assert main([*args, "--proxy-table", str(proxies), "--proxies", "synflow"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "whole space screened by synflow (free)" in out[0]
+    screened = json.loads(out[-1])["results"][0]
+    assert screened["queries"] == 10, "the screen costs no query"
+    assert screened["mean"] > plain["mean"] + 5
+    # Without --proxies, every proxy the table holds.
+    assert main([*args, "--proxy-table", str(proxies)]) == 0
+    assert "screened by synflow+params" in capsys.readouterr().out
+
+
+def test_bench_nb201_refuses_a_proxy_the_table_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table, proxies = tmp_path / "table.csv", tmp_path / "proxies.jsonl"
+    _write_table(table)
+    _write_proxy_table(proxies, with_noise=1.0)
+    args = ["bench", "nb201", "--dataset-file", str(table), "--proxy-table", str(proxies)]
+    assert main([*args, "--proxies", "naswot"]) == 2
+    assert "the table has no scores of naswot; it has synflow, params" in capsys.readouterr().err

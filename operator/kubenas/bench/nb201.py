@@ -84,6 +84,14 @@ def load_proxy_table(path: Path) -> ProxyTable:
     return table
 
 
+def table_proxies(table: ProxyTable) -> list[str]:
+    """The proxies a table holds a score of for some cell, in the vocabulary's order."""
+    held = {
+        name for scores in table.values() for name, value in scores.items() if value is not None
+    }
+    return [name for name in PROXIES if name in held]
+
+
 def benchmark_spec(
     strategy: str, seed: int, queries: int, proxies: Sequence[str] = ()
 ) -> ExperimentSpec:
