@@ -596,6 +596,12 @@ RECOVERY_ONLY = {
         "nasexperiments",
         "patch",
     ): "remove the finalizer older operator versions put on experiments",
+    (
+        "kubenas.io",
+        "nasexperiments",
+        "get",
+    ): "passes read experiments from the watch; a GET only marks one Failed that cannot be "
+    "reconciled, or confirms an experiment is gone before its Pushgateway groups are swept",
 }
 
 
