@@ -150,7 +150,8 @@ def test_killed_operator_loses_and_duplicates_nothing(
 
 class _Proxy:
     """A TCP relay in front of the real Prometheus, so the test can make it unreachable for the
-    operator mid-run without stopping the Prometheus the rest of the suite shares."""
+    operator mid-run without stopping the Prometheus the rest of the suite shares. Stopping it
+    is an outage as a client sees one: open (kept-alive) connections drop, new ones are refused."""
 
     def __init__(self, target_url: str) -> None:
         host_port = target_url.split("//", 1)[1].rstrip("/")
@@ -158,6 +159,8 @@ class _Proxy:
         self.target = (host, int(port))
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.relayed: list[socket.socket] = []
+        self.stopped = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -166,7 +169,11 @@ class _Proxy:
                 conn, _ = self.server.accept()
             except OSError:
                 return
+            if self.stopped.is_set():
+                conn.close()
+                return
             upstream = socket.create_connection(self.target)
+            self.relayed += [conn, upstream]
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -183,7 +190,14 @@ class _Proxy:
                     s.shutdown(socket.SHUT_RDWR)
 
     def stop(self) -> None:
+        # A plain close() leaves a thread blocked in accept() accepting one more connection.
+        self.stopped.set()
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
+        for s in self.relayed:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
 
 
 def test_prometheus_outage_falls_back_to_termination_messages(
