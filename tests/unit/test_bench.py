@@ -6,13 +6,22 @@ import csv
 import itertools
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kubenas.api.vocabulary import NB201_EDGES, format_nb201_cell
 from kubenas.cli import main
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def _cells() -> Iterator[tuple[str, int]]:
+    """Every NAS-Bench-201 cell string, with how many convolutions it has."""
+    for ops in itertools.product(OPS, repeat=len(NB201_EDGES)):
+        cell = format_nb201_cell(dict(zip(NB201_EDGES, ops, strict=True)))
+        yield cell, sum(op.startswith("nor_conv") for op in ops)
 
 
 def _write_table(path: Path) -> None:
@@ -21,10 +30,8 @@ def _write_table(path: Path) -> None:
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "arch", "val_acc_12ep", "test_acc_12ep", "test_acc_200ep"])
-        for i, ops in enumerate(itertools.product(OPS, repeat=6)):
-            e = [f"{op}~{src}" for op, src in zip(ops, (0, 0, 1, 0, 1, 2), strict=True)]
-            arch = f"|{e[0]}|+|{e[1]}|{e[2]}|+|{e[3]}|{e[4]}|{e[5]}|"
-            score = sum(op.startswith("nor_conv") for op in ops) * 5.0 + rng.uniform(0, 3)
+        for i, (arch, convs) in enumerate(_cells()):
+            score = convs * 5.0 + rng.uniform(0, 3)
             writer.writerow(
                 [i, arch, f"{50 + score:.3f}", f"{50 + score:.3f}", f"{60 + score:.3f}"]
             )
@@ -101,29 +108,28 @@ def test_bench_suggest_reports_each_strategy(capsys: pytest.CaptureFixture[str])
     assert all(r["records"] == 200 and r["median_ms"] > 0 for r in rows)
 
 
-def _write_proxy_table(path: Path, with_noise: float) -> None:
-    """Made-up zero-cost scores of every cell: synflow follows the convolutions, as the made-up
-    accuracies do, blurred by noise; params is pure noise."""
+@pytest.fixture
+def tables(tmp_path: Path) -> tuple[Path, Path]:
+    """The made-up accuracy table, and made-up zero-cost scores of every cell: synflow follows
+    the convolutions, as the accuracies do, blurred by noise; params is pure noise."""
+    table, proxies = tmp_path / "table.csv", tmp_path / "proxies.jsonl"
+    _write_table(table)
     rng = random.Random(1)
-    with path.open("w") as f:
-        for ops in itertools.product(OPS, repeat=6):
-            e = [f"{op}~{src}" for op, src in zip(ops, (0, 0, 1, 0, 1, 2), strict=True)]
-            cell = f"|{e[0]}|+|{e[1]}|{e[2]}|+|{e[3]}|{e[4]}|{e[5]}|"
-            convs = sum(op.startswith("nor_conv") for op in ops)
+    with proxies.open("w") as f:
+        for cell, convs in _cells():
             row = {
                 "architecture": {"cell": cell, "stem_channels": 16, "cells_per_stage": 5},
-                "synflow": convs + rng.uniform(0, with_noise),
+                "synflow": convs + rng.uniform(0, 2.0),
                 "params": rng.uniform(0, 1),
             }
             f.write(json.dumps(row) + "\n")
+    return table, proxies
 
 
 def test_bench_nb201_with_a_proxy_table_screens_for_free_and_finds_more(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tables: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    table, proxies = tmp_path / "table.csv", tmp_path / "proxies.jsonl"
-    _write_table(table)
-    _write_proxy_table(proxies, with_noise=2.0)
+    table, proxies = tables
     args = ["bench", "nb201", "--dataset-file", str(table), "--seeds", "4", "--workers", "1"]
     args += ["--queries", "10", "--strategies", "random", "--json"]
     assert main(args) == 0
@@ -140,11 +146,9 @@ def test_bench_nb201_with_a_proxy_table_screens_for_free_and_finds_more(
 
 
 def test_bench_nb201_refuses_a_proxy_the_table_lacks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tables: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    table, proxies = tmp_path / "table.csv", tmp_path / "proxies.jsonl"
-    _write_table(table)
-    _write_proxy_table(proxies, with_noise=1.0)
+    table, proxies = tables
     args = ["bench", "nb201", "--dataset-file", str(table), "--proxy-table", str(proxies)]
     assert main([*args, "--proxies", "naswot"]) == 2
     assert "the table has no scores of naswot; it has synflow, params" in capsys.readouterr().err
