@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("--kubeconfig", type=Path, required=True)
     agent.add_argument("--work-dir", type=Path, required=True)
     agent.add_argument("--node", action="append", required=True, metavar="NAME=GPUS")
+    agent.add_argument("--kubelet-cert", type=Path, required=True, help="log endpoint's cert")
+    agent.add_argument("--kubelet-key", type=Path, required=True)
+    agent.add_argument(
+        "--client-ca", type=Path, required=True, help="CA that signs the log endpoint's clients"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "prereqs":
@@ -63,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
         cluster.stop(args.state_dir)
         print(f"dev cluster in {args.state_dir} stopped")
     else:
-        nodeagent.serve(args.kubeconfig, args.node, args.work_dir)
+        nodeagent.serve(
+            args.kubeconfig,
+            args.node,
+            args.work_dir,
+            (args.kubelet_cert, args.kubelet_key, args.client_ca),
+        )
     return 0
 
 

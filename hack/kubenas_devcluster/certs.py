@@ -1,4 +1,5 @@
-"""The cluster's PKI: a CA, the API server's serving cert, an admin client cert, SA keys.
+"""The cluster's PKI: a CA, the API server's serving cert, an admin client cert, SA keys, and
+the node agent's kubelet serving cert with the API server's client cert for it (``kubectl logs``).
 
 Generated fresh for every cluster with ``cryptography``; nothing here is meant to outlive it.
 ECDSA P-256 keeps generation instant on a busy 2-core machine; the service-account signing key
@@ -31,6 +32,10 @@ class Pki:
     admin_key: Path
     sa_private_key: Path
     sa_public_key: Path
+    kubelet_cert: Path
+    kubelet_key: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
 
 
 def write_pki(directory: Path) -> Pki:
@@ -55,6 +60,10 @@ def write_pki(directory: Path) -> Pki:
                 "admin.key",
                 "sa.key",
                 "sa.pub",
+                "kubelet.crt",
+                "kubelet.key",
+                "apiserver-kubelet-client.crt",
+                "apiserver-kubelet-client.key",
             )
         )
     )
@@ -75,12 +84,30 @@ def write_pki(directory: Path) -> Pki:
     _write_cert(pki.serving_cert, serving.sign(ca_key, hashes.SHA256()))
     _write_key(pki.serving_key, serving_key)
 
-    admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin = _leaf(
-        ca_cert, ca_key, admin_key, "admin", "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH
+    # One serving cert for the agent process, whichever Nodes it serves: they all share its
+    # loopback address, which the API server dials and checks against this SAN.
+    kubelet_key = ec.generate_private_key(ec.SECP256R1())
+    kubelet = _leaf(
+        ca_cert, ca_key, kubelet_key, "kubenas-node-agent", None, ExtendedKeyUsageOID.SERVER_AUTH
+    ).add_extension(
+        x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        ),
+        critical=False,
     )
-    _write_cert(pki.admin_cert, admin.sign(ca_key, hashes.SHA256()))
-    _write_key(pki.admin_key, admin_key)
+    _write_cert(pki.kubelet_cert, kubelet.sign(ca_key, hashes.SHA256()))
+    _write_key(pki.kubelet_key, kubelet_key)
+
+    for cert_path, key_path, name in (
+        (pki.admin_cert, pki.admin_key, "admin"),
+        (pki.kubelet_client_cert, pki.kubelet_client_key, "kube-apiserver-kubelet-client"),
+    ):
+        client_key = ec.generate_private_key(ec.SECP256R1())
+        client = _leaf(
+            ca_cert, ca_key, client_key, name, "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH
+        )
+        _write_cert(cert_path, client.sign(ca_key, hashes.SHA256()))
+        _write_key(key_path, client_key)
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_private_key, sa_key)

@@ -1,9 +1,9 @@
 """The node agent: our stand-in for the kubelet, one process serving one or more Nodes.
 
 It registers each Node with ``nvidia.com/gpu`` capacity, keeps it Ready with a Lease, watches
-the pods bound to it and hands each to a :class:`PodRunner`. Level-based: every list or watch
-event is reconciled against what runs locally, so a lost watch (410 Gone, a dropped stream)
-costs only a re-list.
+the pods bound to it and hands each to a :class:`PodRunner`; a :class:`LogServer` answers the
+API server's ``kubectl logs`` requests. Level-based: every list or watch event is reconciled
+against what runs locally, so a lost watch (410 Gone, a dropped stream) costs only a re-list.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from kubenas_devcluster.apiclient import ApiClient, ApiError, Json
 from kubenas_devcluster.gpus import GpuAllocator
 from kubenas_devcluster.kubeconfig import read_admin_credentials
+from kubenas_devcluster.logserver import LogServer
 from kubenas_devcluster.podrunner import GPU_RESOURCE, NodeContext, PodRunner, delete_pod
 from kubenas_devcluster.podstatus import LOOPBACK, now
 
@@ -59,9 +60,13 @@ class NodeSpec:
 class NodeAgent:
     """Runs the registration, lease and watch loops until :meth:`shutdown`."""
 
-    def __init__(self, api: ApiClient, nodes: list[NodeSpec], work_dir: Path) -> None:
+    def __init__(
+        self, api: ApiClient, nodes: list[NodeSpec], work_dir: Path, kubelet_port: int
+    ) -> None:
+        """``kubelet_port``: where the API server finds this agent's log endpoint."""
         self._api = api
         self._nodes = nodes
+        self._kubelet_port = kubelet_port
         base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         self._contexts = {
             node.name: NodeContext(
@@ -98,6 +103,16 @@ class NodeAgent:
 
     def shutdown(self) -> None:
         self._stopping.set()
+
+    def container_log(self, namespace: str, pod: str, container: str) -> Path | None:
+        """The log file of a pod this agent runs, on any of its nodes. The newest runner wins:
+        a pod recreated under its old name may overlap the old one's graceful stop."""
+        with self._lock:
+            runners = list(self._runners.values())
+        for runner in reversed(runners):
+            if runner.namespace == namespace and runner.name == pod:
+                return runner.log_path(container)
+        return None
 
     def _register(self, node: NodeSpec) -> None:
         body = {
@@ -172,6 +187,7 @@ class NodeAgent:
                         {"type": "InternalIP", "address": LOOPBACK},
                         {"type": "Hostname", "address": node.name},
                     ],
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": self._kubelet_port}},
                     "nodeInfo": {
                         "architecture": "amd64",
                         "operatingSystem": "linux",
@@ -336,12 +352,26 @@ def _memory() -> str:
     return "8Gi"
 
 
-def serve(kubeconfig: Path, node_specs: list[str], work_dir: Path) -> None:
-    """Entry point of ``python -m kubenas_devcluster agent``: serve until SIGTERM/SIGINT."""
+def serve(
+    kubeconfig: Path,
+    node_specs: list[str],
+    work_dir: Path,
+    kubelet_tls: tuple[Path, Path, Path],
+) -> None:
+    """Entry point of ``python -m kubenas_devcluster agent``: serve until SIGTERM/SIGINT.
+    ``kubelet_tls``: the log endpoint's serving cert and key, and the CA its clients need."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
+    logs = LogServer(*kubelet_tls)
     agent = NodeAgent(
-        ApiClient(read_admin_credentials(kubeconfig)), NodeSpec.parse_all(node_specs), work_dir
+        ApiClient(read_admin_credentials(kubeconfig)),
+        NodeSpec.parse_all(node_specs),
+        work_dir,
+        logs.port,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown())
-    agent.run()
+    logs.start(agent.container_log)
+    try:
+        agent.run()
+    finally:
+        logs.close()

@@ -73,6 +73,8 @@ class PodRunner:
         meta = pod["metadata"]
         self.uid: str = meta["uid"]
         self.node_name = node.node_name
+        self.namespace: str = meta["namespace"]
+        self.name: str = meta["name"]
         self._path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
         self._dir = node.work_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{self.uid[:8]}"
         self._restart_policy: str = pod["spec"].get("restartPolicy", "Always")
@@ -102,6 +104,16 @@ class PodRunner:
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
+
+    def log_path(self, container: str) -> Path | None:
+        """Where ``container`` (init or app) writes its output, which every run appends to;
+        None if the pod has no such container."""
+        spec = self._pod["spec"]
+        names = {c["name"] for c in [*(spec.get("initContainers") or []), *spec["containers"]]}
+        return self._log_file(container) if container in names else None
+
+    def _log_file(self, container: str) -> Path:
+        return self._dir / f"{container}.log"
 
     def _run(self) -> None:
         try:
@@ -286,7 +298,7 @@ class PodRunner:
         try:
             workdir.mkdir(parents=True, exist_ok=True)
             termination_file.write_bytes(b"")
-            with open(self._dir / f"{container.spec['name']}.log", "ab") as output:
+            with open(self._log_file(container.spec["name"]), "ab") as output:
                 container.process = subprocess.Popen(
                     container.argv,
                     cwd=workdir,
@@ -342,7 +354,7 @@ class PodRunner:
             and container.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
         ):
             with contextlib.suppress(OSError):
-                data = (self._dir / f"{container.spec['name']}.log").read_bytes()
+                data = self._log_file(container.spec["name"]).read_bytes()
                 return data[-FALLBACK_LOG_LIMIT:].decode(errors="replace")
         return ""
 

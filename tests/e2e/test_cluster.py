@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -263,6 +264,52 @@ def test_pods_act_with_their_service_account_rights(k8s: client.ApiClient, names
         },
     )
     assert run_kubectl("after-binding").status.phase == "Succeeded"
+
+
+def test_pod_logs_are_read_through_the_api_server(
+    k8s: client.ApiClient, cluster: Cluster, namespace: str
+) -> None:
+    core = client.CoreV1Api(k8s)
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "talker"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "busybox",
+                        "command": ["sh", "-c", "echo one; echo two >&2; echo three"],
+                    }
+                ],
+            },
+        },
+    )
+    pod = wait_for(
+        lambda: _finished(core.read_namespaced_pod("talker", namespace)),
+        timeout=30,
+        what="pod talker",
+    )
+    assert pod.status.phase == "Succeeded"
+
+    assert core.read_namespaced_pod_log("talker", namespace) == "one\ntwo\nthree\n"
+    assert core.read_namespaced_pod_log("talker", namespace, tail_lines=1) == "three\n"
+    assert core.read_namespaced_pod_log("talker", namespace, limit_bytes=5) == "one\nt"
+
+    # The agent's endpoint itself wants a client certificate from the cluster CA.
+    node = core.read_node(pod.spec.node_name)
+    assert {"type": "InternalIP", "address": "127.0.0.1"} in [
+        a.to_dict() for a in node.status.addresses
+    ]
+    port = node.status.daemon_endpoints.kubelet_endpoint.port
+    no_client_cert = ssl.create_default_context(cafile=str(cluster.state_dir / "pki" / "ca.crt"))
+    with pytest.raises(OSError):
+        urllib.request.urlopen(
+            f"https://127.0.0.1:{port}/containerLogs/{namespace}/talker/main",
+            context=no_client_cert,
+            timeout=5,
+        )
 
 
 def _finished(pod: client.V1Pod) -> client.V1Pod | None:
