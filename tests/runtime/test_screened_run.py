@@ -48,7 +48,7 @@ def test_the_screen_trial_scores_the_engines_candidates_and_guides_the_first(
             "strategy": {"name": "evolution"},
             "budget": {"maxTrials": 2, "parallelTrials": 2},
             "fidelity": {"max": 1},
-            "screening": {"proxy": ["synflow", "naswot"], "candidates": 20, "warmup": 2},
+            "screening": {"ensemble": ["synflow", "naswot"], "candidates": 20, "warmup": 2},
             "trial": {"dataset": "digits", "timeoutSeconds": 300},
         },
     }

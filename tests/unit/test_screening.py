@@ -24,7 +24,7 @@ def _spec(strategy: str = "random", **screening: object) -> ExperimentSpec:
             "strategy": {"name": strategy},
             "seed": 3,
             "budget": {"maxTrials": 12, "parallelTrials": 2},
-            "screening": {"proxy": ["synflow", "params"], "candidates": 300, **screening},
+            "screening": {"ensemble": ["synflow", "params"], "candidates": 300, **screening},
             "trial": {"dataset": "digits"},
         }
     )

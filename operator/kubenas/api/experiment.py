@@ -14,7 +14,7 @@ from kubenas.api.builtin_trainer import (
     runs_builtin_trainer,
 )
 from kubenas.api.space import SearchSpaceSpec
-from kubenas.api.vocabulary import PROXIES, TRAINER_FAMILIES
+from kubenas.api.vocabulary import PROXIES, TRAINER_FAMILIES, ProxyName
 
 API_VERSION = "kubenas.io/v1alpha1"
 KIND = "NASExperiment"
@@ -202,30 +202,26 @@ class Screening(WireModel):
     """The ``screen`` stage: before any training, one trial scores ``candidates`` architectures
     of the space with zero-cost proxies at initialisation, and the search starts from the best.
 
-    ``proxy`` is one name, or a list whose ranks are averaged (an ensemble). The first
-    ``warmup`` candidates trained are the best-screened; after that each strategy uses the
-    scores as a filter or prior (docs/screening.md says how)."""
+    Either one ``proxy``, or an ``ensemble`` of proxies whose ranks are averaged (two fields
+    rather than a name-or-list one, so the CRD can type and check both). The first ``warmup``
+    candidates trained are the best-screened; after that each strategy uses the scores as a
+    filter or prior (docs/screening.md says how)."""
 
-    proxy: str | list[str]
+    proxy: ProxyName | None = None
+    ensemble: list[ProxyName] | None = Field(default=None, min_length=1, max_length=len(PROXIES))
     candidates: int = Field(default=1000, ge=2, le=MAX_SCREENED)
     warmup: int = Field(default=10, ge=0, le=MAX_SCREENED)
 
     @property
     def proxies(self) -> tuple[str, ...]:
-        return (self.proxy,) if isinstance(self.proxy, str) else tuple(self.proxy)
+        return (self.proxy,) if self.proxy is not None else tuple(self.ensemble or ())
 
     @model_validator(mode="after")
-    def _distinct_proxies(self) -> Screening:
-        if not self.proxies:
-            raise field_error("proxy", "must name at least one proxy")
-        unknown = [p for p in self.proxies if p not in PROXIES]
-        if unknown:
-            raise field_error(
-                "proxy",
-                f"unknown proxy {', '.join(map(repr, unknown))}; known: {', '.join(PROXIES)}",
-            )
-        if len(set(self.proxies)) != len(self.proxies):
-            raise field_error("proxy", "must not repeat a proxy")
+    def _one_choice(self) -> Screening:
+        if (self.proxy is None) == (self.ensemble is None):
+            raise field_error("proxy", "set exactly one of proxy (one name) and ensemble (a list)")
+        if self.ensemble is not None and len(set(self.ensemble)) != len(self.ensemble):
+            raise field_error("ensemble", "must not repeat a proxy")
         if self.warmup > self.candidates:
             raise field_error("warmup", f"must be <= candidates ({self.candidates})")
         return self

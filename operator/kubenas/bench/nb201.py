@@ -105,7 +105,7 @@ def benchmark_spec(
     }
     if proxies:
         # The whole space screened, as the proxy table was computed: NB201's CIFAR-10 setting.
-        doc["screening"] = {"proxy": list(proxies), "candidates": NB201_CELLS}
+        doc["screening"] = {"ensemble": list(proxies), "candidates": NB201_CELLS}
         doc["trial"] = {"dataset": "synthetic:3x32x32:10"}
     return ExperimentSpec.model_validate(doc)
 
