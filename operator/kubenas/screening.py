@@ -4,6 +4,7 @@ strategies, and what a user reads about it (how many, how long, whether the prox
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -136,3 +137,21 @@ def screening_summary(
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def reported_scores(lines: Sequence[str]) -> dict[str, list[float | None]] | None:
+    """The scores of the last ``screen`` event in a screen trial's report lines (its report
+    file locally, its pod's log in a cluster), per proxy; None if it reported none."""
+    for line in reversed(lines):
+        if '"screen"' not in line:
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(event, dict) or event.get("event") != "screen":
+            continue
+        scores = event.get("scores")
+        if isinstance(scores, dict) and all(isinstance(v, list) for v in scores.values()):
+            return {str(p): [None if x is None else float(x) for x in v] for p, v in scores.items()}
+    return None

@@ -294,6 +294,32 @@ def _experiment(name: str, workdir: Path, **spec: Any) -> dict[str, Any]:
     return doc
 
 
+SCREENED = 200
+
+
+def _screened_experiment(workdir: Path) -> dict[str, Any]:
+    """The built-in trainer on digits, screening 200 cells before training four of them."""
+    return {
+        "apiVersion": "kubenas.io/v1alpha1",
+        "kind": "NASExperiment",
+        "metadata": {"name": "screened", "namespace": WATCHED_NS},
+        "spec": {
+            "searchSpace": {"family": "nb201-cell", "stemChannels": [8], "cellsPerStage": [1]},
+            "screening": {"ensemble": ["synflow", "naswot"], "candidates": SCREENED, "warmup": 2},
+            "seed": 2,
+            "budget": {"maxTrials": 4, "parallelTrials": 2},
+            "fidelity": {"max": 1},
+            "trial": {
+                "dataset": "digits",
+                "command": ["python", "-m", "kubenas_trainer"],
+                "checkpointDir": str(workdir / "screened"),
+                "timeoutSeconds": 300,
+                "resources": {"limits": {"cpu": 1, "nvidia.com/gpu": 1}},
+            },
+        },
+    }
+
+
 @dataclass
 class Installed:
     """What the install-and-run fixture saw, for the tests that judge it."""
@@ -383,6 +409,7 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
             },
         ),
     ]
+    manifests.append(_screened_experiment(workdir))
     _run(cluster, "kubectl", "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
     seen = Installed(cluster, started, 0.0)
     seen.snapshots["running"] = wait_until(
@@ -414,6 +441,16 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
         "nasx/hostnet",
         "--timeout=60s",
     )
+    _run(
+        cluster,
+        "kubectl",
+        "wait",
+        "-n",
+        WATCHED_NS,
+        "--for=condition=Succeeded",
+        "nasx/screened",
+        "--timeout=300s",
+    )
     seen.finished = time.time()
     with urllib.request.urlopen(healthz, timeout=5) as answer:
         seen.health = json.load(answer)
@@ -422,6 +459,7 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     }
     seen.snapshots["succeeded"] = _get(cluster, "nasx", "quick")
     seen.snapshots["failed"] = _get(cluster, "nasx", "hostnet")
+    seen.snapshots["screened"] = _get(cluster, "nasx", "screened")
     print(_run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS).stdout)
     return seen
 
@@ -436,7 +474,7 @@ def _reachable(url: str) -> bool:
 
 def test_liveness_is_kopfs_endpoint_answering_our_probe(installed: Installed) -> None:
     """kopf's /healthz runs the @kopf.on.probe handlers: it reports the experiments' loops."""
-    assert installed.health["reconcile-loops"]["experiments"] == 2, installed.health
+    assert installed.health["reconcile-loops"]["experiments"] == 3, installed.health
     assert installed.health["reconcile-loops"]["passes"] >= 2
 
 
@@ -447,6 +485,40 @@ def test_experiment_succeeds_under_the_charts_operator(installed: Installed) -> 
     hostnet = installed.snapshots["failed"]
     reasons = {c["type"]: c["reason"] for c in hostnet["status"]["conditions"]}
     assert reasons["Failed"] == "PodTemplateNotAllowed"
+
+
+def test_a_screened_experiment_screens_then_trains_with_every_object_small(
+    installed: Installed,
+) -> None:
+    """The screen Job runs first; its scores go from its pod's log to ConfigMaps of ranks, the
+    candidates follow, and the status says what the screen did. No object passes 100 KB."""
+    status = installed.snapshots["screened"]["status"]
+    screening = status["screening"]
+    print(f"screening in the status: {screening}")
+    assert screening["state"] == "Succeeded" and screening["screened"] == SCREENED
+    # The warm-up's two are screened; later picks may come from outside the 200 screened.
+    assert screening["seconds"] > 0 and 3 <= screening["trainedScreened"] <= 4
+    assert set(screening["spearman"]) == {"synflow", "naswot", "ensemble"}
+    assert status["trials"]["succeeded"] == 4 and status["trials"]["total"] == 4
+    cluster = installed.cluster
+    trials = json.loads(
+        _run(cluster, "kubectl", "get", "nastrials", "-n", WATCHED_NS, "-o", "json").stdout
+    )["items"]
+    screen = next(t for t in trials if t["metadata"]["name"] == "screened-0000")
+    assert screen["spec"]["role"] == "screen"
+    assert screen["status"]["screen"]["configMaps"] == [
+        "screened-0000-screen-synflow",
+        "screened-0000-screen-naswot",
+    ]
+    kinds = "nasexperiments,nastrials,configmaps,jobs,pods,events"
+    listed = json.loads(
+        _run(cluster, "kubectl", "get", kinds, "-n", WATCHED_NS, "-o", "json").stdout
+    )["items"]
+    sizes = {f"{o['kind']}/{o['metadata']['name']}": len(json.dumps(o)) for o in listed}
+    largest = max(sizes, key=lambda k: sizes[k])
+    print(f"{len(sizes)} objects, the largest {largest}: {sizes[largest]} bytes")
+    assert "ConfigMap/screened-0000-screen-naswot" in sizes
+    assert sizes[largest] < 100_000
 
 
 # --- dashboards ---------------------------------------------------------------------------------
@@ -702,15 +774,17 @@ def test_uninstall_leaves_only_crds_and_experiments(uninstalled: Cluster) -> Non
         for name in ("nasexperiments", "nastrials")
     ]
     kept = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout.split()
-    assert sorted(kept) == ["nasexperiment.kubenas.io/hostnet", "nasexperiment.kubenas.io/quick"]
+    assert sorted(kept) == [
+        f"nasexperiment.kubenas.io/{name}" for name in ("hostnet", "quick", "screened")
+    ]
     assert _run(cluster, "kubectl", "get", "nast", "-n", WATCHED_NS, "-o", "name").stdout.split()
 
 
 def test_experiments_delete_without_the_operator(uninstalled: Cluster) -> None:
     """No finalizer waits for an operator: with the chart gone, experiments delete at once,
-    and their trials follow by owner reference."""
+    and their trials (and a screen trial's ConfigMaps) follow by owner reference."""
     cluster = uninstalled
-    for name in ("quick", "hostnet"):
+    for name in ("quick", "hostnet", "screened"):
         assert not _get(cluster, "nasx", name)["metadata"].get("finalizers")
         _run(cluster, "kubectl", "delete", "nasx", name, "-n", WATCHED_NS, "--timeout=60s")
     assert not _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout
@@ -718,4 +792,10 @@ def test_experiments_delete_without_the_operator(uninstalled: Cluster) -> None:
         lambda: not _run(cluster, "kubectl", "get", "nast", "-n", WATCHED_NS, "-o", "name").stdout,
         60,
         "the deleted experiments' trials to go",
+    )
+    screen_maps = ("get", "configmaps", "-n", WATCHED_NS, "-l", "kubenas.io/experiment=screened")
+    wait_until(
+        lambda: not _run(cluster, "kubectl", *screen_maps, "-o", "name").stdout,
+        60,
+        "the screen trial's ConfigMaps to go",
     )

@@ -278,22 +278,10 @@ def differences(model: type[BaseModel], crd: Schema, path: str) -> list[str]:
     return list(compare(schema, schema.root, crd, path))
 
 
-# Spec fields the local runner runs and the operator does not yet: the CRD leaves them out, so
-# the API server refuses them with "unknown field" instead of the operator failing later.
-LOCAL_ONLY_FIELDS = {"screening"}
-
-
 def test_experiment_spec_matches_model() -> None:
     spec = openapi_of(load_crd("nasexperiments"))["properties"]["spec"]
     schema = ModelSchema(ExperimentSpec)
-    properties = schema.root["properties"]
-    assert set(properties) >= LOCAL_ONLY_FIELDS
-    schema.root = {
-        **schema.root,
-        "properties": {k: v for k, v in properties.items() if k not in LOCAL_ONLY_FIELDS},
-    }
     assert list(compare(schema, schema.root, spec, "spec")) == []
-    assert not LOCAL_ONLY_FIELDS & set(spec["properties"])
 
 
 def test_experiment_root_fields_match_model() -> None:
@@ -389,6 +377,7 @@ def test_experiment_status_follows_kubernetes_conventions() -> None:
         "trials",
         "bestTrial",
         "paretoFront",
+        "screening",
         "startTime",
         "completionTime",
         "finishReason",
@@ -396,7 +385,9 @@ def test_experiment_status_follows_kubernetes_conventions() -> None:
     assert status["paretoFront"]["maxItems"] == 20
 
 
-@pytest.mark.parametrize("field", ["searchSpace", "objective", "strategy", "seed", "fidelity"])
+@pytest.mark.parametrize(
+    "field", ["searchSpace", "objective", "strategy", "seed", "fidelity", "screening"]
+)
 def test_search_defining_fields_are_immutable(field: str) -> None:
     spec = openapi_of(load_crd("nasexperiments"))["properties"]["spec"]
     rules = spec["properties"][field].get("x-kubernetes-validations", [])

@@ -57,6 +57,13 @@ log by tests/e2e/test_chart.py: every verb here is used, none is missing). */}}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# A screen trial's scores: read from its pod's log, kept in ConfigMaps it owns.
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

@@ -57,12 +57,30 @@ class ParetoMember(WireModel):
     metrics: dict[str, float]
 
 
+class ScreeningStatus(WireModel):
+    """The screen stage as a user checks it: how many architectures were scored, in how long,
+    and whether each proxy (and their ensemble) ranks the trained candidates as the objective
+    does (Spearman; null below three trained candidates)."""
+
+    trial: str | None = None
+    state: str
+    proxies: list[str]
+    candidates: int | None = None
+    screened: int | None = None
+    seconds: float | None = Field(default=None, description="the screen trial's run time")
+    trained_screened: int | None = Field(
+        default=None, description="trained candidates that were screened"
+    )
+    spearman: dict[str, float | None] | None = None
+
+
 class ExperimentStatus(WireModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     trials: TrialCounts | None = None
     best_trial: BestTrial | None = None
     pareto_front: list[ParetoMember] | None = Field(default=None, max_length=PARETO_LIMIT)
+    screening: ScreeningStatus | None = None
     start_time: str | None = None
     completion_time: str | None = None
     finish_reason: str | None = None

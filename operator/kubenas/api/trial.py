@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from kubenas.api._base import WireModel
-from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
 
 TRIAL_KIND = "NASTrial"
 
@@ -25,6 +25,16 @@ class TrialSpec(WireModel):
     architecture: dict[str, Any]
     key: str
     fidelity: int | None = None
+    role: TrialRole = TrialRole.CANDIDATE
+
+
+class ScreenResult(WireModel):
+    """Where a screen trial's scores are: one ConfigMap per proxy, holding each screened
+    architecture's rank (a status cannot hold 20,000 scores within its size bound)."""
+
+    candidates: int = Field(ge=0)
+    proxies: list[str]
+    config_maps: list[str]
 
 
 class RungResult(WireModel):
@@ -59,6 +69,7 @@ class TrialStatus(WireModel):
     )
     start_time: str | None = None
     completion_time: str | None = None
+    screen: ScreenResult | None = None
 
 
 def to_rfc3339(seconds: float | None) -> str | None:
@@ -76,12 +87,20 @@ def from_rfc3339(text: str | None) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
-def to_record(name: str, spec: TrialSpec, status: TrialStatus | None) -> TrialRecord:
-    """The engine's view of a NASTrial; one without status yet is Pending at its spec fidelity."""
+def to_record(
+    name: str,
+    spec: TrialSpec,
+    status: TrialStatus | None,
+    screen_scores: dict[str, list[float | None]] | None = None,
+) -> TrialRecord:
+    """The engine's view of a NASTrial; one without status yet is Pending at its spec fidelity.
+    A screen trial's scores live outside it (``status.screen``): the caller reads them."""
     status = status or TrialStatus()
     return TrialRecord(
         name=name,
         index=spec.index,
+        role=spec.role,
+        screen_scores=screen_scores,
         params=spec.parameters,
         key=spec.key,
         state=status.state,
@@ -101,8 +120,21 @@ def to_record(name: str, spec: TrialSpec, status: TrialStatus | None) -> TrialRe
     )
 
 
-def status_of(record: TrialRecord, job: str | None) -> TrialStatus:
-    """The NASTrial status that stores ``record``."""
+def status_of(
+    record: TrialRecord, job: str | None, screen_config_maps: list[str] | None = None
+) -> TrialStatus:
+    """The NASTrial status that stores ``record`` (a screen trial's scores: in the ConfigMaps
+    named, one per proxy in the order of its scores)."""
+    scores = record.screen_scores
+    screen = (
+        ScreenResult(
+            candidates=len(next(iter(scores.values()), [])),
+            proxies=list(scores),
+            config_maps=screen_config_maps,
+        )
+        if scores is not None and screen_config_maps is not None
+        else None
+    )
     return TrialStatus(
         state=record.state,
         fidelity=record.fidelity,
@@ -119,4 +151,5 @@ def status_of(record: TrialRecord, job: str | None) -> TrialStatus:
         queue_seconds=round(record.queue_seconds, 3),
         start_time=to_rfc3339(record.started_at),
         completion_time=to_rfc3339(record.finished_at),
+        screen=screen,
     )

@@ -7,12 +7,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from kubenas.api.experiment import NASExperiment
-from kubenas.api.records import TrialRecord
+from kubenas.api.records import TrialRecord, TrialRole
 from kubenas.api.trial import status_of
 from kubenas.engine import planner
 from kubenas.k8s import metrics_source, operator_metrics
 from kubenas.k8s.client import KubeApi
 from kubenas.k8s.manifests import build_job, build_trial, job_name
+from kubenas.k8s.screen_store import build_configmaps
 from kubenas.k8s.settings import OperatorSettings
 
 Json = dict[str, Any]
@@ -44,6 +45,8 @@ class ClusterEffects:
         self.first_status: dict[str, TrialRecord] = {}
 
     def _architecture(self, record: TrialRecord) -> dict[str, Any]:
+        if record.role is TrialRole.SCREEN:  # it scores many; the screening says which
+            return {}
         space = planner(self.experiment.spec).space
         return space.to_architecture(space.active(record.params))
 
@@ -65,7 +68,16 @@ class ClusterEffects:
             self._write_status(after)
 
     def _write_status(self, after: TrialRecord) -> None:
-        status = status_of(after, job_name(after.name, after.fidelity))
+        """A screen trial's scores are written to their ConfigMaps first, so a status that
+        names them never names missing ones (a crash in between leaves the Job, and the next
+        pass reads its log again)."""
+        stored_in = None
+        if after.screen_scores is not None:
+            configmaps = build_configmaps(self.trials[after.name], after.screen_scores)
+            for configmap in configmaps:
+                self.api.create_configmap(configmap)
+            stored_in = [c["metadata"]["name"] for c in configmaps]
+        status = status_of(after, job_name(after.name, after.fidelity), stored_in)
         self.api.patch_trial_status(
             self.namespace, after.name, status.model_dump(by_alias=True, mode="json")
         )

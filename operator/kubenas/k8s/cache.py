@@ -286,6 +286,15 @@ class CachedApi:
     def get_trial(self, namespace: str, name: str) -> dict[str, Any]:
         return self.api.get_trial(namespace, name)
 
+    def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
+        return self.api.read_pod_log(namespace, pod, container)
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.api.get_configmap(namespace, name)
+
+    def create_configmap(self, configmap: dict[str, Any]) -> None:
+        self.api.create_configmap(configmap)
+
     # -- writes: the real API, remembered ----------------------------------------------------
 
     def _remember_trial(self, trial: dict[str, Any]) -> None:

@@ -42,6 +42,9 @@ class KubeApi(Protocol):
     def list_jobs(self, namespace: str, experiment: str) -> list[dict[str, Any]]: ...
     def list_experiment_pods(self, namespace: str, experiment: str) -> list[dict[str, Any]]: ...
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]: ...
+    def read_pod_log(self, namespace: str, pod: str, container: str) -> str: ...
+    def create_configmap(self, configmap: dict[str, Any]) -> None: ...
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]: ...
     def get_trial(self, namespace: str, name: str) -> dict[str, Any]: ...
     def create_job(self, job: dict[str, Any]) -> bool: ...
@@ -101,6 +104,34 @@ class Api:
     def list_job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         listed = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
         return [self.api_client.sanitize_for_serialization(p) for p in listed.items]
+
+    def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
+        """A container's whole log, as ``kubectl logs`` prints it (the kubelet serves it)."""
+        response = self.core.read_namespaced_pod_log(
+            pod, namespace, container=container, _preload_content=False
+        )
+        return cast(bytes, response.data).decode("utf-8", errors="replace")
+
+    def create_configmap(self, configmap: dict[str, Any]) -> None:
+        """Create it, or keep the one an earlier pass created (its content is the same)."""
+        try:
+            _discard(
+                self.core.create_namespaced_config_map(
+                    configmap["metadata"]["namespace"], configmap, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.core.read_namespaced_config_map(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], json.loads(response.data))
 
     def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]:
         """The stored trial, created now or by an earlier pass (a decision applied twice)."""

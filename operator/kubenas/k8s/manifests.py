@@ -63,6 +63,7 @@ def build_trial(
         architecture=architecture,
         key=record.key,
         fidelity=record.fidelity,
+        role=record.role,
     )
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

@@ -15,7 +15,7 @@ from typing import Any
 
 from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
-from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.api.trial import from_rfc3339
 from kubenas.k8s.manifests import TRAINER_CONTAINER, job_name
 from kubenas.k8s.metrics_source import (
@@ -31,6 +31,7 @@ DETAIL_LIMIT = 1024
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 Json = dict[str, Any]
+Scores = dict[str, list[float | None]]
 
 
 class JobOutcome(StrEnum):
@@ -129,9 +130,11 @@ def _ended(
     outcome: JobOutcome,
     state: Json,
     pushed: TrialMetrics | None,
+    screened: Scores | None,
     now: float,
 ) -> TrialRecord:
-    """The record of a run whose Job finished (started first, if no pass saw it run)."""
+    """The record of a run whose Job finished (started first, if no pass saw it run). A screen
+    trial's result is ``screened``: the scores its pod printed."""
     status = job.get("status") or {}
     terminated = state.get("terminated") or {}
     started_at = container_started_at(state) or from_rfc3339(status.get("startTime"))
@@ -144,6 +147,13 @@ def _ended(
         message = f"{reason}: exit code {terminated.get('exitCode')}; {detail[-DETAIL_LIMIT:]}"
         return transitions.failed(record, "Crashed", message.strip(), at)
     summary = parse_termination_message(terminated.get("message")) or {}
+    if record.role is TrialRole.SCREEN:
+        if screened is None:
+            return transitions.failed(
+                record, "MissingScores", "the screen trial's log holds no screen event", at
+            )
+        figures = _final_metrics(experiment, record, None, summary)[0] or {}
+        return transitions.screened(record, screened, metrics=figures, now=at)
     metrics, source = _final_metrics(experiment, record, pushed, summary)
     metric = experiment.spec.objective.metric
     if metrics is None or metric not in metrics:
@@ -177,8 +187,10 @@ def observe(
     pods: Sequence[Json],
     metrics: MetricsSnapshot,
     now: float,
+    screened: Mapping[str, Scores | None] | None = None,
 ) -> Observation:
-    """Fold every active trial's Job, pod and pushed metrics into its record."""
+    """Fold every active trial's Job, pod and pushed metrics into its record; ``screened``:
+    the scores read from the logs of screen trials whose Job succeeded."""
     by_name = {j["metadata"]["name"]: j for j in jobs}
     out = dict(records)
     ended: list[str] = []
@@ -197,7 +209,8 @@ def observe(
         outcome = job_outcome(job)
         pushed = metrics.of(name)
         if outcome is not None:
-            out[name] = _ended(experiment, record, job, outcome, state, pushed, now)
+            scores = (screened or {}).get(name)
+            out[name] = _ended(experiment, record, job, outcome, state, pushed, scores, now)
             ended.append(name)
         elif (job.get("spec") or {}).get("suspend"):
             if record.state is TrialState.RUNNING:  # preempted (Kueue): queued again

@@ -9,7 +9,9 @@ operator can be killed at any moment and started again without losing or duplica
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +21,7 @@ from pydantic import ValidationError
 from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import format_validation_error
-from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.api.status import Condition, ExperimentStatus
 from kubenas.api.trial import TrialSpec, TrialStatus, to_record
 from kubenas.contract import trial_name
@@ -27,11 +29,20 @@ from kubenas.engine import Decisions, decide, timeout_deadline
 from kubenas.k8s import metrics_source, operator_metrics
 from kubenas.k8s.act import ClusterEffects, count_run_time, delete_push_groups
 from kubenas.k8s.client import KubeApi
-from kubenas.k8s.manifests import PodTemplateError, job_name
+from kubenas.k8s.manifests import TRAINER_CONTAINER, PodTemplateError, job_name
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
-from kubenas.k8s.observe import failure_events, job_outcome, jobs_to_delete, observe
+from kubenas.k8s.observe import (
+    JobOutcome,
+    failure_events,
+    job_outcome,
+    jobs_to_delete,
+    observe,
+    pods_of,
+)
+from kubenas.k8s.screen_store import read_configmap
 from kubenas.k8s.settings import OperatorSettings
 from kubenas.k8s.status import experiment_status, failed_to_run_status
+from kubenas.screening import reported_scores
 
 # How often running trials' progress is read, where it decides anything (median stopping).
 PROGRESS_POLL_SECONDS = 3.0
@@ -40,6 +51,13 @@ TIMEOUT_SLACK_SECONDS = 0.5
 
 Json = dict[str, Any]
 Event = tuple[str, str, str]
+Scores = dict[str, list[float | None]]
+
+# Scores of recent screen trials, by trial uid: their ConfigMaps never change once written, and
+# reading them back costs one GET per proxy.
+_CACHED_SCREENS = 16
+_screens: OrderedDict[tuple[str, ...], Scores] = OrderedDict()
+_screens_lock = threading.Lock()
 
 
 @dataclass
@@ -52,10 +70,40 @@ class Outcome:
     next_pass_in: float | None = None
 
 
-def read_record(trial: Json) -> TrialRecord:
-    """The engine's record of a stored NASTrial."""
+def read_record(trial: Json, api: KubeApi | None = None) -> TrialRecord:
+    """The engine's record of a stored NASTrial; with ``api``, a screen trial's scores are read
+    from the ConfigMaps its status names."""
     stored = TrialStatus.model_validate(trial["status"]) if trial.get("status") else None
-    return to_record(trial["metadata"]["name"], TrialSpec.model_validate(trial["spec"]), stored)
+    scores = None
+    if api is not None and stored is not None and stored.screen is not None:
+        scores = stored_scores(api, trial, stored.screen.proxies, stored.screen.config_maps)
+    spec = TrialSpec.model_validate(trial["spec"])
+    return to_record(trial["metadata"]["name"], spec, stored, scores)
+
+
+def stored_scores(
+    api: KubeApi, trial: Json, proxies: list[str], configmaps: list[str]
+) -> Scores | None:
+    """A screen trial's ranks per proxy, or None when a ConfigMap is missing (then the search
+    goes on without a prior, as a screen that scored nothing would)."""
+    meta = trial["metadata"]
+    key = (str(meta["namespace"]), str(meta.get("uid") or meta["name"]), *configmaps)
+    with _screens_lock:
+        if (cached := _screens.get(key)) is not None:
+            _screens.move_to_end(key)
+            return cached
+    scores: Scores = {}
+    for proxy, name in zip(proxies, configmaps, strict=True):
+        found = api.get_configmap(str(meta["namespace"]), name)
+        ranks = read_configmap(found) if found is not None else None
+        if ranks is None:
+            return None
+        scores[proxy] = ranks
+    with _screens_lock:
+        _screens[key] = scores
+        while len(_screens) > _CACHED_SCREENS:
+            _screens.popitem(last=False)
+    return scores
 
 
 class ExperimentReconciler:
@@ -106,6 +154,30 @@ class ExperimentReconciler:
                     pods[pod["metadata"]["name"]] = pod
         return list(pods.values())
 
+    def _screened(
+        self, records: dict[str, TrialRecord], jobs: list[Json], pods: list[Json]
+    ) -> dict[str, Scores | None]:
+        """The scores of each screen trial whose Job just succeeded, from its pod's log (one
+        read per screen trial: the next pass finds it recorded)."""
+        by_name = {j["metadata"]["name"]: j for j in jobs}
+        out: dict[str, Scores | None] = {}
+        for name, record in records.items():
+            if record.role is not TrialRole.SCREEN or not record.state.active:
+                continue
+            job = by_name.get(job_name(record.name, record.fidelity))
+            if job is None or job_outcome(job) is not JobOutcome.SUCCEEDED:
+                continue
+            mine = pods_of(job["metadata"]["name"], pods)
+            if not mine:
+                out[name] = None
+                continue
+            pod = next(
+                (p for p in mine if p.get("status", {}).get("phase") == "Succeeded"), mine[0]
+            )
+            log = self.api.read_pod_log(self.namespace, pod["metadata"]["name"], TRAINER_CONTAINER)
+            out[name] = reported_scores(log.splitlines())
+        return out
+
     def reconcile(self) -> Outcome:
         outcome = Outcome()
         now = self.clock()
@@ -121,7 +193,7 @@ class ExperimentReconciler:
         experiment = parsed
 
         trials = {t["metadata"]["name"]: t for t in self.api.list_trials(self.namespace, self.name)}
-        stored = {name: read_record(trial) for name, trial in trials.items()}
+        stored = {name: read_record(trial, self.api) for name, trial in trials.items()}
         jobs = self.api.list_jobs(self.namespace, self.name)
         job_names = {j["metadata"]["name"] for j in jobs}
         watched = any(
@@ -137,7 +209,8 @@ class ExperimentReconciler:
                 )
                 if metrics.availability is Availability.UNREACHABLE:
                     operator_metrics.PROMETHEUS_ERRORS.inc()
-        observed = observe(experiment, stored, jobs, pods, metrics, now)
+        screened = self._screened(stored, jobs, pods)
+        observed = observe(experiment, stored, jobs, pods, metrics, now, screened)
 
         effects = ClusterEffects(self.api, self.settings, body, experiment, trials)
         try:

@@ -7,17 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kubenas.api.experiment import NASExperiment
-from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.api.status import (
     BestTrial,
     Condition,
     ExperimentStatus,
     ParetoMember,
+    ScreeningStatus,
     TrialCounts,
 )
 from kubenas.api.trial import to_rfc3339
 from kubenas.engine import Decisions, planner
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
+from kubenas.screening import screening_summary
 
 METRICS_AVAILABLE = "MetricsAvailable"
 NO_PROMETHEUS = (
@@ -107,8 +109,9 @@ def conditions(
 
 
 def trial_counts(records: Sequence[TrialRecord]) -> TrialCounts:
-    """Trials by state and their queue time: the total of every finished wait, and its mean
-    per trial."""
+    """Candidates by state and their queue time: the total of every finished wait, and its mean
+    per trial (the screen trial is counted under ``screening``, not against the budget)."""
+    records = [r for r in records if r.role is TrialRole.CANDIDATE]
     counts = {state: sum(r.state == state for r in records) for state in TrialState}
     queued = sum(r.queue_seconds for r in records)
     return TrialCounts(
@@ -167,7 +170,13 @@ def experiment_status(
         or None,
         completion_time=(previous.completion_time or to_rfc3339(now)) if finished else None,
         finish_reason=reason if finished else None,
+        screening=_screening(experiment, records),
     )
+
+
+def _screening(experiment: NASExperiment, records: Sequence[TrialRecord]) -> ScreeningStatus | None:
+    summary = screening_summary(experiment.spec, planner(experiment.spec).space, records)
+    return ScreeningStatus.model_validate(summary) if summary is not None else None
 
 
 def failed_to_run_status(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubenas.screening import reported_scores
+
 STDERR_TAIL_BYTES = 2048
 _PR_SET_PDEATHSIG = 1
 
@@ -107,20 +109,9 @@ class TrialProcess:
     def screen_scores(self) -> dict[str, list[float | None]] | None:
         """The ``screen`` event of a screen trial's report: its scores per proxy."""
         try:
-            lines = self.report_path.read_text(encoding="utf-8").splitlines()
+            return reported_scores(self.report_path.read_text(encoding="utf-8").splitlines())
         except OSError:
             return None
-        for line in reversed(lines):
-            if '"screen"' not in line:
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(event, dict) and event.get("event") == "screen":
-                scores = event.get("scores")
-                return scores if isinstance(scores, dict) else None
-        return None
 
     def final_summary(self) -> dict[str, Any] | None:
         try:

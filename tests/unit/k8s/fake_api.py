@@ -51,6 +51,8 @@ class FakeApi:
         self.trials: dict[Key, Json] = {}
         self.jobs: dict[Key, Json] = {}
         self.pods: dict[Key, Json] = {}
+        self.logs: dict[Key, str] = {}
+        self.configmaps: dict[Key, Json] = {}
         self.calls: list[tuple[str, str]] = []
         self.failing: dict[str, Exception] = {}
         self._uids = itertools.count(1)
@@ -137,6 +139,20 @@ class FakeApi:
             for (ns, _), p in self.pods.items()
             if ns == namespace and p["metadata"]["labels"].get("job-name") == job
         ]
+
+    def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
+        self._call("read_pod_log", pod)
+        return self.logs.get((namespace, pod), "")
+
+    def create_configmap(self, configmap: Json) -> None:
+        key = (configmap["metadata"]["namespace"], configmap["metadata"]["name"])
+        self._call("create_configmap", key[1])
+        self.configmaps.setdefault(key, self._stamp(configmap))  # AlreadyExists keeps it
+
+    def get_configmap(self, namespace: str, name: str) -> Json | None:
+        self._call("get_configmap", name)
+        stored = self.configmaps.get((namespace, name))
+        return copy.deepcopy(stored) if stored is not None else None
 
     def create_trial(self, trial: Json) -> Json:
         key = (trial["metadata"]["namespace"], trial["metadata"]["name"])
@@ -261,9 +277,11 @@ class FakeApi:
         status.setdefault("startTime", started)
         return status
 
-    def succeed(self, namespace: str, job: str, message: str = "") -> None:
-        """The trainer exited 0, leaving ``message`` as its termination message."""
+    def succeed(self, namespace: str, job: str, message: str = "", log: str = "") -> None:
+        """The trainer exited 0, leaving ``message`` as its termination message and ``log``
+        as what it printed."""
         status = self._end(namespace, job, 0, message)
+        self.logs[(namespace, f"{job}-pod")] = log
         status["succeeded"] = 1
         status["completionTime"] = to_rfc3339(self.clock())
         status["conditions"] = [{"type": "Complete", "status": "True"}]

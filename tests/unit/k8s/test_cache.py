@@ -81,6 +81,17 @@ class FakeApi:
             if p["metadata"]["labels"].get("job-name") == job
         ]
 
+    def read_pod_log(self, namespace: str, pod: str, container: str) -> str:
+        self.calls.append(("read_pod_log", pod))
+        return ""
+
+    def create_configmap(self, configmap: dict[str, Any]) -> None:
+        self.calls.append(("create_configmap", configmap["metadata"]["name"]))
+
+    def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_configmap", name))
+        return None
+
     def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]:
         name = trial["metadata"]["name"]
         self.calls.append(("create_trial", name))
