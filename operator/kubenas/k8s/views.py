@@ -60,6 +60,9 @@ def render(
             f"  queue      trials waited {_seconds(counts['queueSeconds'])} to start in all,"
             f" {_seconds(counts.get('meanQueueSeconds') or 0)} each on average"
         )
+    screening = status.get("screening")
+    if screening:
+        lines.append(f"  screening  {_screening(screening)}")
     best = status.get("bestTrial")
     if best:
         lines.append(f"  best       {best['name']}  {metric} {best.get('objective')}")
@@ -80,6 +83,23 @@ def render(
             f"{t_status.get('reason') or _source(t_status)}".rstrip()
         )
     return "\n".join(lines)
+
+
+def _screening(screening: dict[str, Any]) -> str:
+    """"1000 architectures by synflow, naswot in 92 s; Spearman with the objective over 6
+    trained: synflow -0.09, naswot 0.29, ensemble 0.04" (or the screen's state)."""
+    proxies = ", ".join(screening.get("proxies") or [])
+    if "screened" not in screening:
+        return f"{screening.get('state', 'Pending')} ({proxies})"
+    text = f"{screening['screened']} architectures by {proxies}"
+    if screening.get("seconds") is not None:
+        text += f" in {_seconds(float(screening['seconds']))}"
+    spearman = screening.get("spearman") or {}
+    if spearman:
+        values = ", ".join(f"{k} {v:.2f}" for k, v in spearman.items() if v is not None)
+        trained = screening.get("trainedScreened", 0)
+        text += f"; Spearman with the objective over {trained} trained: {values}"
+    return text
 
 
 def _source(status: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from kubenas.api.records import TrialRole, TrialState
 from kubenas.api.status import ExperimentStatus
 from kubenas.k8s import reconcile
 from kubenas.k8s.screen_store import build_configmaps, doubled_ranks, read_configmap
+from kubenas.k8s.views import render
 from kubenas.screening import screened_candidates
 from kubenas.space import Assignment, build_space
 from kubenas.strategies.prior import build_prior
@@ -95,6 +96,10 @@ def test_the_screen_job_runs_first_and_its_log_becomes_configmaps_of_ranks() -> 
     assert screening.seconds == 5.0 and screening.state == "Succeeded"
     counts = world.api.status_of(NS, "exp").trials
     assert counts is not None and counts.total == 2  # the screen trial is not a candidate
+    experiment = world.api.experiments[(NS, "exp")]
+    trials = [t for (_, _), t in sorted(world.api.trials.items())]
+    shown = render(experiment, trials, now=world.now)
+    assert "screening  40 architectures by synflow, params in 5 s" in shown, shown
 
 
 def test_a_restarted_operator_reads_the_scores_back_and_decides_the_same() -> None:
