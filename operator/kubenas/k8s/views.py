@@ -86,8 +86,8 @@ def render(
 
 
 def _screening(screening: dict[str, Any]) -> str:
-    """"1000 architectures by synflow, naswot in 92 s; Spearman with the objective over 6
-    trained: synflow -0.09, naswot 0.29, ensemble 0.04" (or the screen's state)."""
+    """The screen in a line, e.g. ``1000 architectures by synflow, naswot in 92 s; Spearman with
+    the objective over 6 trained: synflow -0.09, ...``, or its state while it runs."""
     proxies = ", ".join(screening.get("proxies") or [])
     if "screened" not in screening:
         return f"{screening.get('state', 'Pending')} ({proxies})"
