@@ -20,7 +20,9 @@ def _run(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.experiment)
     out = Path(args.out) if args.out else Path("runs") / experiment.name
-    runner = LocalRunner(experiment, out, quiet=args.quiet, cpu_slots=args.cpu_slots)
+    runner = LocalRunner(
+        experiment, out, quiet=args.quiet, cpu_slots=args.cpu_slots, reuse=not args.no_reuse
+    )
     summary = runner.run()
     return EXIT_OK if summary.get("succeeded") else EXIT_FAILED
 
@@ -200,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=os.cpu_count() or 1,
         help="CPU cores shared by parallel trials when there is no GPU",
+    )
+    run.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="a fresh process per trial, instead of the built-in trainer's warm workers",
     )
     run.set_defaults(func=_run)
 

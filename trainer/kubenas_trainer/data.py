@@ -37,8 +37,27 @@ class Splits:
         return tuple(self.train[0].shape[1:])
 
 
+# Datasets a warm worker keeps for the trials after the first (kubenas_trainer.worker); a
+# fresh trial process keeps nothing.
+_kept: dict[tuple[str, Path], Splits] | None = None
+
+
+def keep_loaded_datasets() -> None:
+    global _kept
+    _kept = {}
+
+
 def load_dataset(spec: str, data_dir: Path) -> Splits:
     """Load the dataset named by ``spec`` (see docs/trainer-contract.md) and split it."""
+    if _kept is not None:
+        key = (spec, data_dir.resolve())
+        if key not in _kept:
+            _kept[key] = _load(spec, data_dir)
+        return _kept[key]
+    return _load(spec, data_dir)
+
+
+def _load(spec: str, data_dir: Path) -> Splits:
     try:
         dataset = parse_dataset(spec)
     except ValueError as error:

@@ -1,4 +1,5 @@
-"""``kubenas run``: the whole search on this machine, trials as local processes.
+"""``kubenas run``: the whole search on this machine, trials as local processes (the built-in
+trainer's in warm workers, one per slot, unless ``--no-reuse``).
 
 The loop is the controller pattern in miniature: read the records, ask the engine, apply its
 decisions, wait for a process to report. Records are persisted before anything is launched, so
@@ -8,6 +9,7 @@ an interrupted run started again with the same folder resumes where it stopped.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from kubenas import transitions
+from kubenas.api.builtin_trainer import runs_builtin_trainer
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import ExperimentError
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
@@ -25,6 +28,7 @@ from kubenas.runtime.display import Display
 from kubenas.runtime.outputs import write_outputs
 from kubenas.runtime.process import TrialProcess
 from kubenas.runtime.store import RecordLog
+from kubenas.runtime.workers import WorkerPool
 
 POLL_SECONDS = 0.2
 
@@ -56,7 +60,13 @@ def _absolute_dataset(dataset: str) -> str:
 
 class LocalRunner:
     def __init__(
-        self, experiment: NASExperiment, out: Path, *, quiet: bool, cpu_slots: int
+        self,
+        experiment: NASExperiment,
+        out: Path,
+        *,
+        quiet: bool,
+        cpu_slots: int,
+        reuse: bool = True,
     ) -> None:
         self.experiment = experiment
         self.spec = experiment.spec
@@ -71,6 +81,14 @@ class LocalRunner:
         self.display = Display(experiment, quiet=quiet)
         self.plan = planner(self.spec)
         self.dataset = _absolute_dataset(self.spec.trial.dataset)
+        # Slots: one per GPU, else one per parallel trial; with reuse, each keeps a worker.
+        self.slots = self.gpus[: self.parallel] or [f"cpu{i}" for i in range(self.parallel)]
+        self.slot_of: dict[str, str] = {}
+        self.pool = (
+            WorkerPool(self.dataset, out / "workers")
+            if reuse and runs_builtin_trainer(self.spec.trial.command)
+            else None
+        )
 
     # -- set-up and resume -------------------------------------------------------------------
 
@@ -118,7 +136,25 @@ class LocalRunner:
         if process is None:
             return ""
         process.terminate()
+        self._freed(record.name, -signal.SIGTERM)
         return process.stderr_tail()
+
+    def _slot_env(self, slot: str) -> dict[str, str]:
+        """What a slot fixes for every trial on it: its threads and its device."""
+        gpu = None if slot.startswith("cpu") else slot
+        return {
+            "OMP_NUM_THREADS": str(self.threads),
+            "KUBENAS_DEVICE": "cuda" if gpu is not None else "cpu",
+            "CUDA_VISIBLE_DEVICES": gpu if gpu is not None else "",
+        }
+
+    def _freed(self, trial: str, code: int) -> None:
+        """The trial's slot is free again; a worker it ended (or failed in) is replaced now, so
+        the slot's next trial finds one warm."""
+        slot = self.slot_of.pop(trial, None)
+        if slot is not None and self.pool is not None:
+            self.pool.finished(slot, code)
+            self.pool.warm(slot, self._slot_env(slot))
 
     def save(self, before: TrialRecord | None, after: TrialRecord) -> None:
         self.log.put(after)
@@ -128,20 +164,24 @@ class LocalRunner:
             self.display.note(f"{after.name}: failed ({after.reason})")
 
     def launch(self, record: TrialRecord) -> TrialRecord:
-        gpu = None
-        if self.gpus:
-            busy = {p.gpu for p in self.running.values()}
-            gpu = next(g for g in self.gpus if g not in busy)
+        busy = set(self.slot_of.values())
+        slot = next(s for s in self.slots if s not in busy)
+        self.slot_of[record.name] = slot
         env = trial_environment(
             self.experiment, record, self._architecture(record), dataset=self.dataset
         )
-        env["OMP_NUM_THREADS"] = str(self.threads)
-        env["KUBENAS_DEVICE"] = "cuda" if gpu is not None else "cpu"
-        env["CUDA_VISIBLE_DEVICES"] = gpu if gpu is not None else ""
+        env.update(self._slot_env(slot))
         running = transitions.started(record, time.time())
         self.log.put(running)
+        worker = self.pool.warm(slot, self._slot_env(slot)) if self.pool is not None else None
+        gpu = None if slot.startswith("cpu") else slot
         self.running[record.name] = TrialProcess.launch(
-            record.name, self.out / "trials" / record.name, self.spec.trial.command, env, gpu
+            record.name,
+            self.out / "trials" / record.name,
+            self.spec.trial.command,
+            env,
+            gpu,
+            worker=worker,
         )
         self.display.note(f"{record.name}: started (fidelity {record.fidelity})")
         return running
@@ -163,9 +203,10 @@ class LocalRunner:
             if progressed is not record:
                 self.log.put(progressed)
                 changed = True
-            code = process.popen.poll()
+            code = process.poll()
             if code is not None:
                 del self.running[name]
+                self._freed(name, code)
                 self.save(progressed, self._finished(progressed, process, code))
                 changed = True
         return changed
@@ -217,6 +258,9 @@ class LocalRunner:
         decisions = Decisions()
         try:
             with self.display:
+                if self.pool is not None:  # every slot's worker imports torch at once
+                    for slot in self.slots:
+                        self.pool.warm(slot, self._slot_env(slot))
                 self._resume_interrupted()
                 while True:
                     now = time.time()
@@ -241,6 +285,8 @@ class LocalRunner:
         finally:
             for process in self.running.values():
                 process.terminate()
+            if self.pool is not None:
+                self.pool.close()
         records = list(self.log.records.values())
         summary = write_outputs(self.out, self.experiment, records, decisions)
         self.display.done(summary, records, self.out)

@@ -1,4 +1,5 @@
-"""One trial as a local process: launch it, follow its reports, end it."""
+"""One trial on this machine: launch it (as its own process, or in a warm worker), follow its
+reports, end it."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kubenas.screening import reported_scores
+
+if TYPE_CHECKING:
+    from kubenas.runtime.workers import Worker
 
 STDERR_TAIL_BYTES = 2048
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: a killed runner must not leave trainers behind."""
     os.setsid()
     with contextlib.suppress(OSError):
@@ -33,11 +37,41 @@ def resolve_command(command: list[str]) -> list[str]:
     return list(command)
 
 
+class Run(Protocol):
+    """What runs a trial: its exit code once it has ended, and a way to end it."""
+
+    def poll(self) -> int | None: ...
+    def terminate(self, grace: float) -> None: ...
+
+
+@dataclass
+class OwnProcess:
+    """The trial in a process of its own (``trial.command``), in its own process group."""
+
+    popen: subprocess.Popen[bytes]
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def terminate(self, grace: float) -> None:
+        """SIGTERM the trial's process group, SIGKILL it after ``grace`` seconds."""
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        except ProcessLookupError:
+            pass
+
+
 @dataclass
 class TrialProcess:
     name: str
     directory: Path
-    popen: subprocess.Popen[bytes]
+    run: Run
     gpu: str | None
     _offset: int = 0
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -58,33 +92,35 @@ class TrialProcess:
         command: list[str],
         env: dict[str, str],
         gpu: str | None,
+        worker: Worker | None = None,
     ) -> TrialProcess:
+        """Start the trial: in ``worker`` when given (the built-in trainer, warm), else as
+        ``command`` in a process of its own. Either way it writes the same files."""
         directory.mkdir(parents=True, exist_ok=True)
         termination = directory / "termination.json"
         termination.unlink(missing_ok=True)
-        full_env = {
-            **os.environ,
+        report = directory / "report.jsonl"
+        offset = report.stat().st_size if report.exists() else 0
+        trial_env = {
             **env,
-            "KUBENAS_REPORT": f"jsonl:{directory / 'report.jsonl'}",
+            "KUBENAS_REPORT": f"jsonl:{report}",
             "KUBENAS_TERMINATION_MESSAGE_PATH": str(termination),
             "KUBENAS_CHECKPOINT_DIR": str(directory / "checkpoint"),
         }
-        with (
-            (directory / "stderr.log").open("ab") as stderr,
-            (directory / "stdout.log").open("ab") as stdout,
-        ):
+        stdout, stderr = directory / "stdout.log", directory / "stderr.log"
+        if worker is not None:
+            return cls(name, directory, worker.start(trial_env, stdout, stderr), gpu, offset)
+        with stderr.open("ab") as err, stdout.open("ab") as out:
             popen = subprocess.Popen(
                 resolve_command(command),
-                env=full_env,
-                stdout=stdout,
-                stderr=stderr,
+                env={**os.environ, **trial_env},
+                stdout=out,
+                stderr=err,
                 stdin=subprocess.DEVNULL,
                 cwd=os.getcwd(),
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
-        report = directory / "report.jsonl"
-        offset = report.stat().st_size if report.exists() else 0
-        return cls(name, directory, popen, gpu, offset)
+        return cls(name, directory, OwnProcess(popen), gpu, offset)
 
     def new_epochs(self) -> list[dict[str, Any]]:
         """Epoch reports written since the last call."""
@@ -129,15 +165,8 @@ class TrialProcess:
         except OSError:
             return ""
 
+    def poll(self) -> int | None:
+        return self.run.poll()
+
     def terminate(self, grace: float = 5.0) -> None:
-        """SIGTERM the trial's process group, SIGKILL it after ``grace`` seconds."""
-        if self.popen.poll() is not None:
-            return
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-        except ProcessLookupError:
-            pass
+        self.run.terminate(grace)

@@ -1,0 +1,137 @@
+"""Warm workers for ``kubenas run``: one ``python -m kubenas_trainer.worker`` per slot (a GPU, or
+a share of the CPUs), which trains the built-in trainer's trials one after another.
+
+A worker imports torch and loads the dataset once; each trial then starts in milliseconds
+instead of seconds. Isolation is kept where users rely on it: a trial that fails, hangs or
+times out takes its worker with it, and the slot's next trial gets a new one. Each trial still
+writes its own report, termination message, logs and checkpoint in its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubenas.runtime.process import die_with_parent
+
+
+class Worker:
+    """One worker process; it runs at most one trial at a time."""
+
+    def __init__(self, env: dict[str, str], dataset: str, log: Path) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as stderr:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "kubenas_trainer.worker", "--dataset", dataset],
+                env={**os.environ, **env},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                preexec_fn=die_with_parent,
+            )
+        self._lock = threading.Lock()
+        self._answer: int | None = None
+        self._answered = threading.Event()
+        threading.Thread(target=self._read_answers, daemon=True).start()
+
+    def _read_answers(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._lock:
+                self._answer = int(json.loads(line)["exit"])
+            self._answered.set()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def start(self, env: dict[str, str], stdout: Path, stderr: Path) -> WorkerRun:
+        job = {"env": env, "stdout": str(stdout), "stderr": str(stderr), "cwd": os.getcwd()}
+        with self._lock:
+            self._answer = None
+            self._answered.clear()
+        assert self.popen.stdin is not None
+        self.popen.stdin.write((json.dumps(job) + "\n").encode())
+        self.popen.stdin.flush()
+        return WorkerRun(self)
+
+    def answer(self) -> int | None:
+        """The running trial's exit code: the worker's answer, or how the worker itself ended
+        (a negative signal number, as for a process of its own)."""
+        with self._lock:
+            if self._answer is not None:
+                return self._answer
+        code = self.popen.poll()
+        if code is None:
+            return None
+        self._answered.wait(1.0)  # an answer written just before the worker ended
+        with self._lock:
+            return self._answer if self._answer is not None else code
+
+    def stop(self, grace: float = 5.0) -> None:
+        """End the worker (and a trial it runs): SIGTERM its process group, then SIGKILL."""
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class WorkerRun:
+    """A trial in a worker, seen as :class:`kubenas.runtime.process.Run`."""
+
+    worker: Worker
+
+    def poll(self) -> int | None:
+        return self.worker.answer()
+
+    def terminate(self, grace: float) -> None:
+        self.worker.stop(grace)
+
+
+class WorkerPool:
+    """A worker per slot, started ahead of need and replaced when a trial ends it."""
+
+    def __init__(self, dataset: str, logs: Path) -> None:
+        self.dataset = dataset
+        self.logs = logs
+        self.workers: dict[str, Worker] = {}
+        self.started = 0
+
+    def warm(self, slot: str, env: dict[str, str]) -> Worker:
+        """The slot's worker, started now if it has none alive."""
+        worker = self.workers.get(slot)
+        if worker is None or not worker.alive:
+            self.started += 1
+            worker = Worker(env, self.dataset, self.logs / f"worker-{slot}.log")
+            self.workers[slot] = worker
+        return worker
+
+    def finished(self, slot: str, code: int) -> None:
+        """A trial in the slot ended with ``code``: after a failure its worker goes, so no
+        state a failing trial left behind reaches the next one."""
+        if code != 0 and (worker := self.workers.pop(slot, None)) is not None:
+            worker.stop()
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            if worker.popen.stdin is not None:
+                worker.popen.stdin.close()  # the worker's loop ends at end of input
+        for worker in self.workers.values():
+            try:
+                worker.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                worker.stop()
+        self.workers.clear()

@@ -1,0 +1,106 @@
+"""``python -m kubenas_trainer.worker``: a warm worker that runs trial after trial in one process.
+
+A fresh trial process pays for importing torch, loading the dataset and (on a GPU) creating the
+CUDA context before its first step. A worker pays once: it imports the trainer, loads
+``--dataset`` and then reads jobs, one JSON line each on stdin::
+
+    {"env": {"KUBENAS_TRIAL": ..., ...}, "stdout": "PATH", "stderr": "PATH", "cwd": "DIR"}
+
+It runs each exactly as ``python -m kubenas_trainer`` would with that environment (the trainer
+seeds everything from it, so a trial's results do not depend on what ran before), with its
+output going to the two files, and answers ``{"exit": CODE}`` on its own stdout. A trial that
+hangs or times out is ended by killing the worker; the runner then starts a new one.
+"""
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from kubenas_trainer import __main__ as trainer_main
+from kubenas_trainer import data
+from kubenas_trainer.config import default_data_dir
+
+
+@contextmanager
+def _redirected(stdout: str, stderr: str) -> Iterator[None]:
+    """File descriptors 1 and 2 point at the trial's files while it runs (so do C extensions'
+    and subprocesses' writes), then back at the worker's own."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    targets = [os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) for p in (stdout, stderr)]
+    try:
+        os.dup2(targets[0], 1)
+        os.dup2(targets[1], 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, *targets):
+            os.close(fd)
+
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """The worker's environment plus the trial's, for the trial only."""
+    base = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(base)
+
+
+def run_job(job: dict[str, Any]) -> int:
+    """One trial, as ``python -m kubenas_trainer`` with the job's environment; its exit code."""
+    previous = os.getcwd()
+    with _environment(job["env"]), _redirected(job["stdout"], job["stderr"]):
+        os.chdir(job.get("cwd") or previous)
+        try:
+            return trainer_main.main([])
+        except BaseException:  # main() handles errors; this is for what escapes it
+            traceback.print_exc()
+            return 1
+        finally:
+            os.chdir(previous)
+
+
+def serve(commands: TextIO, answers: TextIO) -> None:
+    for line in commands:
+        if line.strip():
+            code = run_job(json.loads(line))
+            answers.write(json.dumps({"exit": code}) + "\n")
+            answers.flush()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubenas_trainer.worker", description=__doc__)
+    parser.add_argument("--dataset", help="load this dataset now and keep it for every trial")
+    args = parser.parse_args()
+    # Answers go to a copy of the original stdout; fd 1 itself is lent to each trial.
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    data.keep_loaded_datasets()
+    import kubenas_trainer.screen_trial
+    import kubenas_trainer.trial  # noqa: F401  torch, the models and the training loop
+
+    if args.dataset:
+        data_dir = os.environ.get("KUBENAS_DATA_DIR")
+        data.load_dataset(args.dataset, Path(data_dir) if data_dir else default_data_dir())
+    serve(sys.stdin, answers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
