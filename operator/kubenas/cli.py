@@ -160,6 +160,37 @@ def _bench_nb201(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_startup(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from kubenas.bench.startup import compare_searches, measure
+
+    results: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="kubenas-startup-") as work:
+        rows = measure(Path(work), args.dataset, args.trials, args.threads)
+        print(f"a trial's fixed cost, launch to first training step ({args.dataset}, CPU)")
+        for row in rows:
+            print(f"{row.mode:<16}median {row.median_s:7.3f} s   max {row.max_s:7.3f} s")
+        fresh, warm = rows
+        print(f"ratio warm / fresh: {warm.median_s / fresh.median_s:.3f} ({fresh.trials} each)")
+        results["startup"] = [r.__dict__ for r in rows]
+        if args.search:
+            runs = compare_searches(Path(args.search), Path(work), args.cpu_slots)
+            print(f"the whole search: kubenas run {args.search}")
+            for run in runs:
+                print(f"{run.mode:<16}{run.seconds:8.1f} s   best {run.best} {run.metrics}")
+            cold, hot = runs
+            same = (cold.best, cold.metrics) == (hot.best, hot.metrics)
+            print(
+                f"ratio warm / fresh: {hot.seconds / cold.seconds:.3f}; "
+                f"best result {'the same' if same else 'DIFFERENT'}"
+            )
+            results["search"] = [r.__dict__ for r in runs]
+    if args.json:
+        print(json.dumps(results))
+    return EXIT_OK
+
+
 def _bench_suggest(args: argparse.Namespace) -> int:
     from kubenas.bench.nb201 import DEFAULT_SETTINGS
     from kubenas.bench.suggest import measure
@@ -260,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--strategies", help="comma list (default: all)")
     suggest.add_argument("--json", action="store_true")
     suggest.set_defaults(func=_bench_suggest)
+
+    startup = bench.add_parser("startup", help="a trial's fixed cost, fresh process vs warm worker")
+    startup.add_argument("--dataset", default="digits")
+    startup.add_argument("--trials", type=int, default=5, help="trials timed in each mode")
+    startup.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each trial")
+    startup.add_argument("--search", help="also run this experiment both ways and time it")
+    startup.add_argument("--cpu-slots", type=int, default=os.cpu_count() or 1)
+    startup.add_argument("--json", action="store_true", help="last line: JSON results")
+    startup.set_defaults(func=_bench_startup)
 
     bench_op = bench.add_parser("operator", help="operator cost per trial on a dev cluster")
     bench_op.add_argument("--experiments", default="1,10,100", help="comma list of scales")
