@@ -125,3 +125,22 @@ def test_mnist1d_is_generated_offline_and_cached(tmp_path: Path) -> None:
     assert (tmp_path / "mnist1d" / "mnist1d-default.npz").is_file()
     cached = load_dataset("mnist1d", tmp_path)
     np.testing.assert_array_equal(cached.test[0], splits.test[0])
+
+
+def test_a_dataset_is_prepared_once_and_mapped_after(tmp_path: Path) -> None:
+    source = _unique_npz(tmp_path / "unique.npz")
+    first = load_dataset("npz:unique.npz", tmp_path)
+    (entry,) = (tmp_path / "prepared").iterdir()
+    assert (entry / "complete").is_file()
+    again = load_dataset("npz:unique.npz", tmp_path)
+    assert isinstance(again.train[0], np.memmap)
+    np.testing.assert_array_equal(first.train[0], again.train[0])
+    np.testing.assert_array_equal(first.test[1], again.test[1])
+    again.train[0][0] = 0.0  # copy-on-write: a trial may scale its data in place
+    np.testing.assert_array_equal(load_dataset("npz:unique.npz", tmp_path).train[0], first.train[0])
+    # A changed source is prepared again, under a new entry.
+    x = np.ones((300, 1, 2, 2), dtype=np.float32) * np.arange(300)[:, None, None, None]
+    np.savez(source, x=-x, y=np.arange(300) % 3)
+    changed = load_dataset("npz:unique.npz", tmp_path)
+    assert len(list((tmp_path / "prepared").iterdir())) == 2
+    assert not np.array_equal(changed.train[0], first.train[0])

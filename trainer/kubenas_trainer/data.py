@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from kubenas.api.builtin_trainer import Dataset, parse_dataset
+from kubenas_trainer import prepared
 from kubenas_trainer.config import ConfigError
 from kubenas_trainer.idx import find_idx, read_idx
 
@@ -69,7 +70,32 @@ def _load(spec: str, data_dir: Path) -> Splits:
         "idx": _idx,
         "synthetic": _synthetic,
     }
-    return split_and_normalise(loaders[dataset.kind](dataset, data_dir))
+
+    def prepare() -> dict[str, np.ndarray]:
+        splits = split_and_normalise(loaders[dataset.kind](dataset, data_dir))
+        return {
+            f"{a}_{split}": array
+            for split, pair in (("train", splits.train), ("val", splits.val), ("test", splits.test))
+            for a, array in zip(("x", "y"), pair, strict=True)
+        }
+
+    constants = {"split_seed": SPLIT_SEED, "test": TEST_FRACTION, "val": VAL_FRACTION}
+    try:
+        key = prepared.entry_key(
+            spec, prepared.source_files(dataset.kind, dataset.path, data_dir), constants
+        )
+    except OSError:  # a source that is not there: its loader says so, naming it
+        key = None
+    arrays = (
+        prepare() if key is None else prepared.cached_arrays(data_dir / "prepared", key, prepare)
+    )
+    ys = (arrays["y_train"], arrays["y_val"], arrays["y_test"])
+    return Splits(
+        (arrays["x_train"], arrays["y_train"]),
+        (arrays["x_val"], arrays["y_val"]),
+        (arrays["x_test"], arrays["y_test"]),
+        int(max(y.max(initial=0) for y in ys)) + 1,
+    )
 
 
 def split_and_normalise(arrays: dict[str, np.ndarray]) -> Splits:
