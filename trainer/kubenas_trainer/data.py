@@ -81,9 +81,8 @@ def _load(spec: str, data_dir: Path) -> Splits:
 
     constants = {"split_seed": SPLIT_SEED, "test": TEST_FRACTION, "val": VAL_FRACTION}
     try:
-        key = prepared.entry_key(
-            spec, prepared.source_files(dataset.kind, dataset.path, data_dir), constants
-        )
+        sources = prepared.source_files(dataset.kind, dataset.path, data_dir)
+        key = prepared.entry_key(spec, sources, constants) if sources else None
     except OSError:  # a source that is not there: its loader says so, naming it
         key = None
     arrays = (
