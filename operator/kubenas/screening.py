@@ -107,6 +107,9 @@ def screening_summary(
     }
     if screen.started_at is not None and screen.finished_at is not None:
         out["seconds"] = round(screen.finished_at - screen.started_at, 3)
+    if screen.state is TrialState.SUCCEEDED and screen.screen_scores is None:
+        # In a cluster the scores live in ConfigMaps; someone deleted them.
+        out["message"] = "its scores are gone; the search goes on without them"
     if screen.state is not TrialState.SUCCEEDED or not screen.screen_scores:
         return out
     candidates, keys = screened_candidates(spec, space)

@@ -72,6 +72,7 @@ class ScreeningStatus(WireModel):
         default=None, description="trained candidates that were screened"
     )
     spearman: dict[str, float | None] | None = None
+    message: str | None = Field(default=None, description="what went wrong with the scores")
 
 
 class ExperimentStatus(WireModel):

@@ -99,6 +99,8 @@ def _screening(screening: dict[str, Any]) -> str:
         values = ", ".join(f"{k} {v:.2f}" for k, v in spearman.items() if v is not None)
         trained = screening.get("trainedScreened", 0)
         text += f"; Spearman with the objective over {trained} trained: {values}"
+    if screening.get("message"):
+        text += f" ({screening['message']})"
     return text
 
 

@@ -118,6 +118,21 @@ def test_a_restarted_operator_reads_the_scores_back_and_decides_the_same() -> No
     assert third.key == candidate_keys()[ranked[2]]  # the warm-up's third best-screened
 
 
+def test_deleted_scores_are_said_in_the_status_and_the_search_goes_on() -> None:
+    world = screened_world()
+    world.reconcile()
+    reconcile._screens.clear()
+    del world.api.configmaps[(NS, "exp-0000-screen-params")]
+    for job in ("exp-0001-f0", "exp-0002-f0"):
+        world.run(job)
+        world.api.succeed(NS, job, json.dumps({"metrics": {"val_accuracy": 0.5}}))
+    world.fresh_reconciler().reconcile()
+    screening = world.api.status_of(NS, "exp").screening
+    assert screening is not None and screening.message is not None
+    assert "scores are gone" in screening.message
+    assert "exp-0003" in world.trial_names()
+
+
 def test_a_screen_that_printed_no_scores_ends_the_search() -> None:
     world = World(None, prometheus=False, pushgateway=False, **SCREENING)
     world.reconcile()
