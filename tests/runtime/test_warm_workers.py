@@ -114,10 +114,25 @@ def test_a_worker_killed_mid_trial_reads_as_the_trials_crash(tmp_path: Path) -> 
             time.sleep(0.1)
         os.kill(worker.popen.pid, signal.SIGSEGV)  # a native crash inside the trial
         assert wait(running) == -signal.SIGSEGV
+        said = (tmp_path / "long" / "stderr.log").read_text()
+        assert f"the warm worker running this trial ended (exit code {-signal.SIGSEGV})" in said
         pool.finished("cpu0", -signal.SIGSEGV)
         after = pool.warm("cpu0", SLOT_ENV)
         good = TrialProcess.launch("ok", tmp_path / "ok", [], trial_env("ok", 1), None, after)
         assert wait(good) == 0
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_cannot_start_fails_its_trial_with_the_reason(tmp_path: Path) -> None:
+    pool = WorkerPool("digits", tmp_path / "workers")
+    try:
+        broken = pool.warm("cpu0", {**SLOT_ENV, "PYTHONHOME": str(tmp_path / "no-python")})
+        trial = TrialProcess.launch("t", tmp_path / "t", [], trial_env("t", 1), None, broken)
+        assert wait(trial) == 1
+        said = (tmp_path / "t" / "stderr.log").read_text()
+        assert "the warm worker running this trial ended (exit code 1)" in said
+        assert "Fatal Python error" in said  # the worker's own last words
     finally:
         pool.close()
 

@@ -18,13 +18,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubenas.runtime.process import die_with_parent
+from kubenas.runtime.process import STDERR_TAIL_BYTES, die_with_parent
 
 
 class Worker:
     """One worker process; it runs at most one trial at a time."""
 
     def __init__(self, env: dict[str, str], dataset: str, log: Path) -> None:
+        self.log = log
+        self._trial_stderr: Path | None = None
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as stderr:
             self.popen = subprocess.Popen(
@@ -56,9 +58,13 @@ class Worker:
         with self._lock:
             self._answer = None
             self._answered.clear()
+            self._trial_stderr = stderr
         assert self.popen.stdin is not None
-        self.popen.stdin.write((json.dumps(job) + "\n").encode())
-        self.popen.stdin.flush()
+        try:
+            self.popen.stdin.write((json.dumps(job) + "\n").encode())
+            self.popen.stdin.flush()
+        except OSError:  # the worker has just died: answer() reports how
+            pass
         return WorkerRun(self)
 
     def answer(self) -> int | None:
@@ -72,7 +78,22 @@ class Worker:
             return None
         self._answered.wait(1.0)  # an answer written just before the worker ended
         with self._lock:
-            return self._answer if self._answer is not None else code
+            if self._answer is not None:
+                return self._answer
+            stderr, self._trial_stderr = self._trial_stderr, None
+        if stderr is not None:
+            self._explain(stderr, code)
+        return code
+
+    def _explain(self, stderr: Path, code: int) -> None:
+        """A worker that ended without answering (killed, or failed before it could run the
+        trial) leaves its reason in its own log: the trial's log gets the end of it."""
+        try:
+            tail = self.log.read_bytes()[-STDERR_TAIL_BYTES:].decode("utf-8", "replace")
+        except OSError:
+            tail = ""
+        with stderr.open("a", encoding="utf-8") as out:
+            out.write(f"\nthe warm worker running this trial ended (exit code {code})\n{tail}")
 
     def stop(self, grace: float = 5.0) -> None:
         """End the worker (and a trial it runs): SIGTERM its process group, then SIGKILL."""
