@@ -37,6 +37,21 @@ def resolve_command(command: list[str]) -> list[str]:
     return list(command)
 
 
+def end_process_group(popen: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM the process group ``popen`` leads (see die_with_parent), SIGKILL it after
+    ``grace`` seconds; nothing if it has ended."""
+    if popen.poll() is not None:
+        return
+    try:
+        os.killpg(popen.pid, signal.SIGTERM)
+        popen.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+    except ProcessLookupError:
+        pass
+
+
 class Run(Protocol):
     """What runs a trial: its exit code once it has ended, and a way to end it."""
 
@@ -54,17 +69,7 @@ class OwnProcess:
         return self.popen.poll()
 
     def terminate(self, grace: float) -> None:
-        """SIGTERM the trial's process group, SIGKILL it after ``grace`` seconds."""
-        if self.popen.poll() is not None:
-            return
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-        except ProcessLookupError:
-            pass
+        end_process_group(self.popen, grace)
 
 
 @dataclass

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubenas.runtime.process import STDERR_TAIL_BYTES, die_with_parent
+from kubenas.runtime.process import STDERR_TAIL_BYTES, die_with_parent, end_process_group
 
 
 class Worker:
@@ -96,17 +95,8 @@ class Worker:
             out.write(f"\nthe warm worker running this trial ended (exit code {code})\n{tail}")
 
     def stop(self, grace: float = 5.0) -> None:
-        """End the worker (and a trial it runs): SIGTERM its process group, then SIGKILL."""
-        if self.popen.poll() is not None:
-            return
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-        except ProcessLookupError:
-            pass
+        """End the worker, and a trial it runs."""
+        end_process_group(self.popen, grace)
 
 
 @dataclass
