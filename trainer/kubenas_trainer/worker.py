@@ -93,9 +93,18 @@ def main() -> int:
     os.dup2(devnull, 1)
     os.close(devnull)
     data.keep_loaded_datasets()
-    import kubenas_trainer.screen_trial
-    import kubenas_trainer.trial  # noqa: F401  torch, the models and the training loop
+    import torch
 
+    import kubenas_trainer.screen_trial
+    import kubenas_trainer.trial  # noqa: F401  the models and the training loop, loaded now
+    from kubenas_trainer.device import plan_device
+
+    # The slot's device, made ready now: on a GPU this creates the CUDA context, seconds that
+    # would otherwise be the first trial's. A GPU that is not there is each trial's to report.
+    with contextlib.suppress(RuntimeError):
+        plan = plan_device(os.environ.get("KUBENAS_DEVICE", "auto"))
+        if plan.device.type == "cuda":
+            torch.zeros(1, device=plan.device)
     if args.dataset:
         data_dir = os.environ.get("KUBENAS_DATA_DIR")
         # A dataset that cannot load is each trial's to report, as a fresh process would.
