@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from kubenas.api.experiment import ExperimentSpec
-from kubenas.api.records import TrialRecord, TrialRole, TrialState
+from kubenas.api.records import ScreenScores, TrialRecord, TrialRole, TrialState
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.space import Assignment, SearchSpace, build_space, screening_candidates
 from kubenas.strategies.prior import Prior, build_prior, rank_scores
@@ -142,7 +142,7 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def reported_scores(lines: Sequence[str]) -> dict[str, list[float | None]] | None:
+def reported_scores(lines: Sequence[str]) -> ScreenScores | None:
     """The scores of the last ``screen`` event in a screen trial's report lines (its report
     file locally, its pod's log in a cluster), per proxy; None if it reported none."""
     for line in reversed(lines):

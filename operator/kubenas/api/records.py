@@ -28,6 +28,10 @@ class TrialRole(StrEnum):
     SCREEN = "screen"
 
 
+# A screen trial's values per proxy, in the order of the screened candidates (None: undefined).
+ScreenScores = dict[str, list[float | None]]
+
+
 class TrialRecord(BaseModel):
     """Everything the engine knows about one trial (an architecture and its training runs).
 
@@ -53,7 +57,7 @@ class TrialRecord(BaseModel):
     results: dict[int, dict[str, float]] = Field(default_factory=dict)
     intermediate: list[tuple[int, float]] = Field(default_factory=list)
     checkpoint: str | None = None
-    screen_scores: dict[str, list[float | None]] | None = Field(
+    screen_scores: ScreenScores | None = Field(
         default=None,
         description="a screen trial's proxy values, per proxy in the order of the screened "
         "candidates (None: the proxy is undefined for that network)",

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from kubenas.api._base import WireModel
-from kubenas.api.records import TrialRecord, TrialRole, TrialState
+from kubenas.api.records import ScreenScores, TrialRecord, TrialRole, TrialState
 
 TRIAL_KIND = "NASTrial"
 
@@ -91,7 +91,7 @@ def to_record(
     name: str,
     spec: TrialSpec,
     status: TrialStatus | None,
-    screen_scores: dict[str, list[float | None]] | None = None,
+    screen_scores: ScreenScores | None = None,
 ) -> TrialRecord:
     """The engine's view of a NASTrial; one without status yet is Pending at its spec fidelity.
     A screen trial's scores live outside it (``status.screen``): the caller reads them."""

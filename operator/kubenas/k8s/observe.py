@@ -15,7 +15,7 @@ from typing import Any
 
 from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
-from kubenas.api.records import TrialRecord, TrialRole, TrialState
+from kubenas.api.records import ScreenScores, TrialRecord, TrialRole, TrialState
 from kubenas.api.trial import from_rfc3339
 from kubenas.k8s.manifests import TRAINER_CONTAINER, job_name
 from kubenas.k8s.metrics_source import (
@@ -31,7 +31,6 @@ DETAIL_LIMIT = 1024
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 
 Json = dict[str, Any]
-Scores = dict[str, list[float | None]]
 
 
 class JobOutcome(StrEnum):
@@ -130,7 +129,7 @@ def _ended(
     outcome: JobOutcome,
     state: Json,
     pushed: TrialMetrics | None,
-    screened: Scores | None,
+    screened: ScreenScores | None,
     now: float,
 ) -> TrialRecord:
     """The record of a run whose Job finished (started first, if no pass saw it run). A screen
@@ -187,7 +186,7 @@ def observe(
     pods: Sequence[Json],
     metrics: MetricsSnapshot,
     now: float,
-    screened: Mapping[str, Scores | None] | None = None,
+    screened: Mapping[str, ScreenScores | None] | None = None,
 ) -> Observation:
     """Fold every active trial's Job, pod and pushed metrics into its record; ``screened``:
     the scores read from the logs of screen trials whose Job succeeded."""

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import format_validation_error
-from kubenas.api.records import TrialRecord, TrialRole, TrialState
+from kubenas.api.records import ScreenScores, TrialRecord, TrialRole, TrialState
 from kubenas.api.status import Condition, ExperimentStatus
 from kubenas.api.trial import TrialSpec, TrialStatus, to_record
 from kubenas.contract import trial_name
@@ -51,12 +51,11 @@ TIMEOUT_SLACK_SECONDS = 0.5
 
 Json = dict[str, Any]
 Event = tuple[str, str, str]
-Scores = dict[str, list[float | None]]
 
 # Scores of recent screen trials, by trial uid: their ConfigMaps never change once written, and
 # reading them back costs one GET per proxy.
 _CACHED_SCREENS = 16
-_screens: OrderedDict[tuple[str, ...], Scores] = OrderedDict()
+_screens: OrderedDict[tuple[str, ...], ScreenScores] = OrderedDict()
 _screens_lock = threading.Lock()
 
 
@@ -83,7 +82,7 @@ def read_record(trial: Json, api: KubeApi | None = None) -> TrialRecord:
 
 def stored_scores(
     api: KubeApi, trial: Json, proxies: list[str], configmaps: list[str]
-) -> Scores | None:
+) -> ScreenScores | None:
     """A screen trial's ranks per proxy, or None when a ConfigMap is missing (then the search
     goes on without a prior, as a screen that scored nothing would)."""
     meta = trial["metadata"]
@@ -92,7 +91,7 @@ def stored_scores(
         if (cached := _screens.get(key)) is not None:
             _screens.move_to_end(key)
             return cached
-    scores: Scores = {}
+    scores: ScreenScores = {}
     for proxy, name in zip(proxies, configmaps, strict=True):
         found = api.get_configmap(str(meta["namespace"]), name)
         ranks = read_configmap(found) if found is not None else None
@@ -156,11 +155,11 @@ class ExperimentReconciler:
 
     def _screened(
         self, records: dict[str, TrialRecord], jobs: list[Json], pods: list[Json]
-    ) -> dict[str, Scores | None]:
+    ) -> dict[str, ScreenScores | None]:
         """The scores of each screen trial whose Job just succeeded, from its pod's log (one
         read per screen trial: the next pass finds it recorded)."""
         by_name = {j["metadata"]["name"]: j for j in jobs}
-        out: dict[str, Scores | None] = {}
+        out: dict[str, ScreenScores | None] = {}
         for name, record in records.items():
             if record.role is not TrialRole.SCREEN or not record.state.active:
                 continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from kubenas.api.records import ScreenScores
 from kubenas.screening import reported_scores
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class TrialProcess:
         self.epochs.extend(fresh)
         return fresh
 
-    def screen_scores(self) -> dict[str, list[float | None]] | None:
+    def screen_scores(self) -> ScreenScores | None:
         """The ``screen`` event of a screen trial's report: its scores per proxy."""
         try:
             return reported_scores(self.report_path.read_text(encoding="utf-8").splitlines())
