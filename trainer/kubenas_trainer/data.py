@@ -71,13 +71,8 @@ def _load(spec: str, data_dir: Path) -> Splits:
         "synthetic": _synthetic,
     }
 
-    def prepare() -> dict[str, np.ndarray]:
-        splits = split_and_normalise(loaders[dataset.kind](dataset, data_dir))
-        return {
-            f"{a}_{split}": array
-            for split, pair in (("train", splits.train), ("val", splits.val), ("test", splits.test))
-            for a, array in zip(("x", "y"), pair, strict=True)
-        }
+    def load() -> Splits:
+        return split_and_normalise(loaders[dataset.kind](dataset, data_dir))
 
     constants = {"split_seed": SPLIT_SEED, "test": TEST_FRACTION, "val": VAL_FRACTION}
     try:
@@ -85,9 +80,9 @@ def _load(spec: str, data_dir: Path) -> Splits:
         key = prepared.entry_key(spec, sources, constants) if sources else None
     except OSError:  # a source that is not there: its loader says so, naming it
         key = None
-    arrays = (
-        prepare() if key is None else prepared.cached_arrays(data_dir / "prepared", key, prepare)
-    )
+    if key is None:
+        return load()
+    arrays = prepared.cached_arrays(data_dir / "prepared", key, lambda: _as_arrays(load()))
     ys = (arrays["y_train"], arrays["y_val"], arrays["y_test"])
     return Splits(
         (arrays["x_train"], arrays["y_train"]),
@@ -95,6 +90,13 @@ def _load(spec: str, data_dir: Path) -> Splits:
         (arrays["x_test"], arrays["y_test"]),
         int(max(y.max(initial=0) for y in ys)) + 1,
     )
+
+
+def _as_arrays(splits: Splits) -> dict[str, np.ndarray]:
+    pairs = (("train", splits.train), ("val", splits.val), ("test", splits.test))
+    return {
+        f"{a}_{split}": array for split, pair in pairs for a, array in zip("xy", pair, strict=True)
+    }
 
 
 def split_and_normalise(arrays: dict[str, np.ndarray]) -> Splits:

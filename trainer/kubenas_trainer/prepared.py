@@ -7,6 +7,7 @@ time) and the splitting constants, so a changed file or a changed split makes a 
 written to a temporary folder and renamed into place, so a reader never sees half of one.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,16 +47,16 @@ def cached_arrays(
     root: Path, key: str, prepare: Callable[[], dict[str, np.ndarray]]
 ) -> dict[str, np.ndarray]:
     """The prepared arrays of ``key``, memory-mapped copy-on-write (a trial may write to its
-    copy; the file stays as it is); prepared and stored first if no entry exists. A data dir
-    that cannot be written to only costs preparing them each time."""
+    copy; the file stays as it is); when no entry exists, prepared now, stored for the trials
+    after, and returned as they are. A data dir that cannot be written to only costs preparing
+    them each time."""
     entry = root / key
-    if not (entry / "complete").is_file():
-        arrays = prepare()
-        try:
-            _store(root, entry, arrays)
-        except OSError:
-            return arrays
-    return {name: np.load(entry / f"{name}.npy", mmap_mode="c") for name in _ARRAYS}
+    if (entry / "complete").is_file():
+        return {name: np.load(entry / f"{name}.npy", mmap_mode="c") for name in _ARRAYS}
+    arrays = prepare()
+    with contextlib.suppress(OSError):
+        _store(root, entry, arrays)
+    return arrays
 
 
 def _store(root: Path, entry: Path, arrays: dict[str, np.ndarray]) -> None:
