@@ -421,36 +421,21 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
         60,
         "the experiment to be running",
     )
-    _run(
-        cluster,
-        "kubectl",
-        "wait",
-        "-n",
-        WATCHED_NS,
-        "--for=condition=Succeeded",
-        "nasx/quick",
-        "--timeout=150s",
-    )
-    _run(
-        cluster,
-        "kubectl",
-        "wait",
-        "-n",
-        WATCHED_NS,
-        "--for=condition=Failed",
-        "nasx/hostnet",
-        "--timeout=60s",
-    )
-    _run(
-        cluster,
-        "kubectl",
-        "wait",
-        "-n",
-        WATCHED_NS,
-        "--for=condition=Succeeded",
-        "nasx/screened",
-        "--timeout=300s",
-    )
+    for name, condition, timeout in (
+        ("quick", "Succeeded", 150),
+        ("hostnet", "Failed", 60),
+        ("screened", "Succeeded", 300),
+    ):
+        _run(
+            cluster,
+            "kubectl",
+            "wait",
+            "-n",
+            WATCHED_NS,
+            f"--for=condition={condition}",
+            f"nasx/{name}",
+            f"--timeout={timeout}s",
+        )
     seen.finished = time.time()
     with urllib.request.urlopen(healthz, timeout=5) as answer:
         seen.health = json.load(answer)

@@ -139,9 +139,12 @@ class LocalRunner:
         self._freed(record.name, -signal.SIGTERM)
         return process.stderr_tail()
 
+    def _gpu(self, slot: str) -> str | None:
+        return None if slot.startswith("cpu") else slot
+
     def _slot_env(self, slot: str) -> dict[str, str]:
         """What a slot fixes for every trial on it: its threads and its device."""
-        gpu = None if slot.startswith("cpu") else slot
+        gpu = self._gpu(slot)
         return {
             "OMP_NUM_THREADS": str(self.threads),
             "KUBENAS_DEVICE": "cuda" if gpu is not None else "cpu",
@@ -170,17 +173,17 @@ class LocalRunner:
         env = trial_environment(
             self.experiment, record, self._architecture(record), dataset=self.dataset
         )
-        env.update(self._slot_env(slot))
+        slot_env = self._slot_env(slot)
+        env.update(slot_env)
         running = transitions.started(record, time.time())
         self.log.put(running)
-        worker = self.pool.warm(slot, self._slot_env(slot)) if self.pool is not None else None
-        gpu = None if slot.startswith("cpu") else slot
+        worker = self.pool.warm(slot, slot_env) if self.pool is not None else None
         self.running[record.name] = TrialProcess.launch(
             record.name,
             self.out / "trials" / record.name,
             self.spec.trial.command,
             env,
-            gpu,
+            self._gpu(slot),
             worker=worker,
         )
         self.display.note(f"{record.name}: started (fidelity {record.fidelity})")
