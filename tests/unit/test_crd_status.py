@@ -14,8 +14,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from kubenas.api import status as status_models
-from kubenas.api.status import ExperimentStatus
-from kubenas.engine import PARETO_LIMIT
+from kubenas.api.status import PARETO_LIMIT, ExperimentStatus
 
 REPO = Path(__file__).resolve().parents[2]
 Schema = dict[str, Any]

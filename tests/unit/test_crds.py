@@ -323,6 +323,7 @@ def test_sync_check_notices_drift() -> None:
                 "Done": ".status.trials.done",
                 "Total": ".spec.budget.maxTrials",
                 "Best": ".status.bestTrial.objective",
+                "Front": ".status.pareto.size",
                 "Age": ".metadata.creationTimestamp",
             },
         ),
@@ -333,6 +334,7 @@ def test_sync_check_notices_drift() -> None:
             {
                 "Experiment": ".spec.experiment",
                 "State": ".status.state",
+                "Reason": ".status.reason",
                 "Fidelity": ".status.fidelity",
                 "Objective": ".status.metrics.val_accuracy",
                 "Age": ".metadata.creationTimestamp",
@@ -377,6 +379,7 @@ def test_experiment_status_follows_kubernetes_conventions() -> None:
         "trials",
         "bestTrial",
         "paretoFront",
+        "pareto",
         "screening",
         "startTime",
         "completionTime",

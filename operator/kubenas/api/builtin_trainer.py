@@ -12,10 +12,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, cast
 
+from kubenas.api.vocabulary import COST_METRICS
+
 BUILTIN_TRAINER_MODULE = "kubenas_trainer"
 BUILTIN_TRAINER_COMMAND = ("python", "-m", BUILTIN_TRAINER_MODULE)
 # Epochs a trial trains when the experiment has no ``fidelity`` block (the contract's default).
 DEFAULT_EPOCHS = 5
+# The final metrics the built-in trainer reports, so an objective or a constraint on any other
+# name is refused before a trial runs rather than found missing after every one.
+BUILTIN_TRAINER_METRICS = (
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "test_loss",
+    "epochs",
+    "train_seconds",
+    *COST_METRICS,
+)
 
 
 def runs_builtin_trainer(command: list[str] | tuple[str, ...]) -> bool:

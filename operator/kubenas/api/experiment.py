@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -9,6 +10,8 @@ from pydantic import Field, model_validator
 from kubenas.api._base import WireModel, field_error, field_errors
 from kubenas.api.builtin_trainer import (
     BUILTIN_TRAINER_COMMAND,
+    BUILTIN_TRAINER_METRICS,
+    BUILTIN_TRAINER_MODULE,
     Hyperparameters,
     parse_dataset,
     runs_builtin_trainer,
@@ -23,24 +26,93 @@ Direction = Literal["maximize", "minimize"]
 MetricName = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
+REFERENCE_DESCRIPTION = (
+    "the hypervolume's reference value of this metric (unset: its constraint's bound, else the "
+    "worst value any trial reached)"
+)
+MAX_CONSTRAINTS = 16
+
+
 class AdditionalObjective(WireModel):
     metric: MetricName
     direction: Direction = "minimize"
+    reference: float | None = Field(default=None, description=REFERENCE_DESCRIPTION)
+
+
+class Constraint(WireModel):
+    """A bound on a metric a trial reports, e.g. ``latency_ms <= 5``. A trial outside it is
+    infeasible: never best nor on the front. Cost metrics are checked before any training."""
+
+    metric: MetricName
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Constraint:
+        if self.min is None and self.max is None:
+            raise field_error("max", f"set min, max or both for the constraint on {self.metric}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise field_error("min", f"must be <= max ({self.max:g})")
+        return self
+
+    def violation(self, value: float | None) -> float:
+        """How far ``value`` lies outside the bounds, relative to the bound (0: inside); a
+        metric that was not reported counts as a violation of 1."""
+        if value is None:
+            return 1.0
+        amount = 0.0
+        if self.max is not None and value > self.max:
+            amount += (value - self.max) / max(abs(self.max), 1e-12)
+        if self.min is not None and value < self.min:
+            amount += (self.min - value) / max(abs(self.min), 1e-12)
+        return amount
+
+    def broken_by(self, value: float) -> str | None:
+        """Why ``value`` is outside, in words; None when it is inside."""
+        if self.max is not None and value > self.max:
+            return f"{self.metric} {value:.4g} > max {self.max:g}"
+        if self.min is not None and value < self.min:
+            return f"{self.metric} {value:.4g} < min {self.min:g}"
+        return None
 
 
 class Objective(WireModel):
-    """What the search optimises; additional objectives make a Pareto front."""
+    """What the search optimises; additional objectives make it multi-objective (a Pareto
+    front), and constraints bound any reported metric."""
 
     metric: MetricName = "val_accuracy"
     direction: Direction = "maximize"
-    additional: list[AdditionalObjective] = Field(default_factory=list)
+    reference: float | None = Field(default=None, description=REFERENCE_DESCRIPTION)
+    additional: list[AdditionalObjective] = Field(default_factory=list, max_length=8)
+    constraints: list[Constraint] = Field(default_factory=list, max_length=MAX_CONSTRAINTS)
 
     @model_validator(mode="after")
     def _distinct(self) -> Objective:
         names = [self.metric, *(o.metric for o in self.additional)]
         if len(set(names)) != len(names):
             raise field_error("additional", "must not repeat the objective metric")
+        bounded = [c.metric for c in self.constraints]
+        if len(set(bounded)) != len(bounded):
+            raise field_error("constraints", "must not repeat a metric (set min and max in one)")
         return self
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric the search reads: the objectives', then the constrained ones."""
+        named = [self.metric, *(o.metric for o in self.additional)]
+        return (*named, *(c.metric for c in self.constraints if c.metric not in named))
+
+    def violations(self, metrics: Mapping[str, float]) -> list[str]:
+        """Why a trial's reported ``metrics`` break the constraints (those it reported)."""
+        return [
+            broken
+            for c in self.constraints
+            if c.metric in metrics and (broken := c.broken_by(metrics[c.metric])) is not None
+        ]
+
+    def violation(self, metrics: Mapping[str, float]) -> float:
+        """The summed relative violation of every constraint (0: feasible)."""
+        return sum(c.violation(metrics.get(c.metric)) for c in self.constraints)
 
 
 class RandomStrategy(WireModel):
@@ -98,6 +170,17 @@ class ReinforceStrategy(WireModel):
     baseline_momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
 
 
+class Nsga2Strategy(WireModel):
+    """NSGA-II (Deb et al. 2002) through Optuna's sampler: generations of ``populationSize``,
+    parents by non-dominated rank and crowding, feasible before infeasible (Deb's rule)."""
+
+    name: Literal["nsga2"]
+    population_size: int = Field(
+        default=10, ge=2, le=10_000, description="about a tenth of maxTrials serves well"
+    )
+    crossover_prob: float = Field(default=0.9, ge=0.0, le=1.0)
+
+
 StrategySpec = Annotated[
     RandomStrategy
     | GridStrategy
@@ -105,7 +188,8 @@ StrategySpec = Annotated[
     | TpeStrategy
     | LocalSearchStrategy
     | BayesianStrategy
-    | ReinforceStrategy,
+    | ReinforceStrategy
+    | Nsga2Strategy,
     Field(discriminator="name"),
 ]
 
@@ -236,6 +320,31 @@ class ExperimentSpec(WireModel):
     fidelity: Fidelity | None = None
     screening: Screening | None = None
     trial: TrialTemplate
+
+    @model_validator(mode="after")
+    def _builtin_trainer_reports(self) -> ExperimentSpec:
+        """With the built-in trainer, every metric the search reads must be one it reports;
+        otherwise each trial would end without it."""
+        if not runs_builtin_trainer(self.trial.command):
+            return self
+        known = ", ".join(BUILTIN_TRAINER_METRICS)
+        named = [("objective.metric", self.objective.metric)]
+        named += [
+            (f"objective.additional[{i}].metric", o.metric)
+            for i, o in enumerate(self.objective.additional)
+        ]
+        named += [
+            (f"objective.constraints[{i}].metric", c.metric)
+            for i, c in enumerate(self.objective.constraints)
+        ]
+        problems = [
+            (where, f"{BUILTIN_TRAINER_MODULE} does not report {metric!r} (it reports {known})")
+            for where, metric in named
+            if metric not in BUILTIN_TRAINER_METRICS
+        ]
+        if problems:
+            raise field_errors(type(self).__name__, problems)
+        return self
 
     @model_validator(mode="after")
     def _screening_can_run(self) -> ExperimentSpec:

@@ -65,6 +65,9 @@ class TrialRecord(BaseModel):
     metrics_source: str | None = Field(
         default=None, description="where the final metrics were read from"
     )
+    device: str | None = Field(
+        default=None, description="the device the trial's cost metrics were measured on"
+    )
     reason: str | None = None
     message: str | None = None
     created_at: float | None = None

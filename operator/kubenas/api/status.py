@@ -38,6 +38,9 @@ class TrialCounts(WireModel):
     failed: int
     stopped: int
     done: int
+    infeasible: int = Field(
+        default=0, description="done trials outside the objective's constraints"
+    )
     queue_seconds: float = Field(default=0.0, description="seconds all trial runs waited")
     mean_queue_seconds: float = Field(
         default=0.0, description="mean wait of the trials that started at least once"
@@ -55,6 +58,15 @@ class BestTrial(WireModel):
 class ParetoMember(WireModel):
     name: str
     metrics: dict[str, float]
+
+
+class ParetoSummary(WireModel):
+    """The whole front of feasible trials (``paretoFront`` lists at most PARETO_LIMIT of it)
+    and the hypervolume it dominates from ``referencePoint`` (one value per objective)."""
+
+    size: int
+    hypervolume: float | None = None
+    reference_point: dict[str, float]
 
 
 class ScreeningStatus(WireModel):
@@ -81,6 +93,7 @@ class ExperimentStatus(WireModel):
     trials: TrialCounts | None = None
     best_trial: BestTrial | None = None
     pareto_front: list[ParetoMember] | None = Field(default=None, max_length=PARETO_LIMIT)
+    pareto: ParetoSummary | None = None
     screening: ScreeningStatus | None = None
     start_time: str | None = None
     completion_time: str | None = None

@@ -59,6 +59,9 @@ class TrialStatus(WireModel):
     metrics_source: str | None = Field(
         default=None, description="where the final metrics were read from"
     )
+    device: str | None = Field(
+        default=None, description="the device the trial's cost metrics were measured on"
+    )
     reason: str | None = None
     message: str | None = None
     queued_at: str | None = Field(
@@ -111,6 +114,7 @@ def to_record(
         intermediate=[(p.epoch, p.value) for p in status.intermediate],
         checkpoint=status.checkpoint,
         metrics_source=status.metrics_source,
+        device=status.device,
         reason=status.reason,
         message=status.message,
         queued_at=from_rfc3339(status.queued_at),
@@ -145,6 +149,7 @@ def status_of(
         intermediate=[EpochValue(epoch=e, value=v) for e, v in record.intermediate],
         checkpoint=record.checkpoint,
         metrics_source=record.metrics_source,
+        device=record.device,
         reason=record.reason,
         message=record.message,
         queued_at=to_rfc3339(record.queued_at),

@@ -130,3 +130,13 @@ ProxyName = Literal["synflow", "naswot", "jacob_cov", "snip", "grad_norm", "para
 PROXIES: tuple[ProxyName, ...] = get_args(ProxyName)
 # Proxies that need no training data: the rest look at one mini-batch of the training split.
 DATA_FREE_PROXIES = frozenset({"synflow", "params", "flops"})
+
+# -- cost metrics ------------------------------------------------------------------------------
+
+# What a network costs to run, measured by the trainer on its own device before any training
+# (kubenas_trainer.costs): parameters, FLOPs of one sample, latency at batch 1 in milliseconds,
+# images per second at the throughput batch, and peak inference memory in MiB.
+COST_METRICS = ("params", "flops", "latency_ms", "throughput", "peak_memory_mb")
+# The ones that take timed runs on the device, so they are measured only when an experiment
+# names them (params and FLOPs are always reported).
+TIMED_COST_METRICS = ("latency_ms", "throughput", "peak_memory_mb")
