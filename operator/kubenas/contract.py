@@ -11,6 +11,7 @@ import json
 from kubenas.api.builtin_trainer import DEFAULT_EPOCHS
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialRole
+from kubenas.api.vocabulary import TIMED_COST_METRICS
 
 SEED_MODULUS = 2**31 - 1
 
@@ -37,6 +38,8 @@ def trial_environment(
 
     ``KUBENAS_EPOCHS`` is always set: the trial's fidelity, or DEFAULT_EPOCHS for an experiment
     without a ``fidelity`` block, so no trainer is left to guess how long to train.
+    ``KUBENAS_COSTS`` names the timed cost metrics to measure and ``KUBENAS_CONSTRAINTS`` holds
+    the objective's constraints, so a trainer can end an infeasible trial before training it.
     """
     spec = experiment.spec
     env = {
@@ -56,11 +59,26 @@ def trial_environment(
         env["KUBENAS_SCHEDULE_EPOCHS"] = str(spec.fidelity.max)
     if record.resumed_from:
         env["KUBENAS_RESUME_FROM"] = record.resumed_from
+    costs = timed_costs(experiment)
+    if costs:
+        env["KUBENAS_COSTS"] = ",".join(costs)
+    if spec.objective.constraints:
+        env["KUBENAS_CONSTRAINTS"] = json.dumps(
+            [c.model_dump(exclude_none=True) for c in spec.objective.constraints],
+            separators=(",", ":"),
+        )
     if record.role is TrialRole.SCREEN and spec.screening is not None:
         env["KUBENAS_SCREENING"] = json.dumps(screening_settings(experiment), sort_keys=True)
     for var in spec.trial.env:
         env[var.name] = var.value
     return env
+
+
+def timed_costs(experiment: NASExperiment) -> list[str]:
+    """The timed cost metrics (latency, throughput, memory) the search reads, which the trainer
+    measures before training; params and FLOPs it always reports."""
+    named = set(experiment.spec.objective.metrics)
+    return [m for m in TIMED_COST_METRICS if m in named]
 
 
 def screening_settings(experiment: NASExperiment) -> dict[str, object]:

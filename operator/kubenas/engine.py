@@ -15,12 +15,11 @@ from enum import StrEnum
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.failures import explain_failures, failure_reason
+from kubenas.front import Front, pareto_front
 from kubenas.schedulers import Objective, Promotion, Scheduler, Stop, make_scheduler
 from kubenas.screening import screening_prior
 from kubenas.space import Architecture, Assignment, SearchSpace, build_space
 from kubenas.strategies import Observation, Prior, Strategy, make_strategy
-
-PARETO_LIMIT = 20
 
 
 class FinishReason(StrEnum):
@@ -50,7 +49,12 @@ class Decisions:
     reason: FinishReason | None = None
     message: str = ""
     best: TrialRecord | None = None
-    pareto: tuple[TrialRecord, ...] = ()
+    front: Front | None = None
+
+    @property
+    def pareto(self) -> tuple[TrialRecord, ...]:
+        """The bounded Pareto front (multi-objective experiments), best main objective first."""
+        return self.front.members if self.front is not None else ()
 
     @property
     def succeeded(self) -> bool:
@@ -102,28 +106,14 @@ def _strategy_value(record: TrialRecord, objective: Objective) -> float | None:
     return value
 
 
+def _objective_values(record: TrialRecord, objectives: Sequence[Objective]) -> tuple[float, ...]:
+    """Every objective of a finished trial, oriented; empty unless it reported all of them."""
+    values = [o.of(record.metrics) for o in objectives]
+    return tuple(v for v in values if v is not None) if None not in values else ()
+
+
 def _by_index(record: TrialRecord) -> int:
     return record.index
-
-
-def pareto_front(
-    records: Sequence[TrialRecord], objectives: Sequence[Objective], limit: int = PARETO_LIMIT
-) -> tuple[TrialRecord, ...]:
-    """Non-dominated trials over all objectives, best main objective first, at most ``limit``."""
-    points: list[tuple[tuple[float, ...], TrialRecord]] = []
-    for r in records:
-        if r.state == TrialState.FAILED:
-            continue
-        values = [o.of(r.metrics) for o in objectives]
-        if all(v is not None for v in values):
-            points.append((tuple(float(v) for v in values if v is not None), r))
-
-    def dominated(p: tuple[float, ...]) -> bool:
-        return any(all(a >= b for a, b in zip(q, p, strict=True)) and q != p for q, _ in points)
-
-    front = [(p, r) for p, r in points if not dominated(p)]
-    front.sort(key=lambda t: (-t[0][0], t[1].index))
-    return tuple(r for _, r in front[:limit])
 
 
 def timeout_deadline(spec: ExperimentSpec, record: TrialRecord) -> float | None:
@@ -180,9 +170,9 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
             return _screening_stage(spec, screen, next_index, now)
         prior = screening_prior(spec, plan.space, screen)
     objective = plan.objective
-    pareto = (
-        pareto_front(records, (objective, *plan.extra_objectives)) if plan.extra_objectives else ()
-    )
+    objectives = (objective, *plan.extra_objectives)
+    front = pareto_front(spec.objective, records, objectives) if plan.extra_objectives else None
+    constraints = spec.objective.violation if spec.objective.constraints else None
     active: list[TrialRecord] = []
     finished: list[Observation] = []
     failed = 0
@@ -198,8 +188,18 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
             finished.append(Observation(r.index, r.params, r.key, None))
             continue
         value = _strategy_value(r, objective)
-        finished.append(Observation(r.index, r.params, r.key, value))
-        if objective.metric in r.metrics and value is not None:
+        violation = constraints(r.metrics) if constraints is not None else 0.0
+        finished.append(
+            Observation(
+                r.index,
+                r.params,
+                r.key,
+                value,
+                objectives=_objective_values(r, objectives) if plan.extra_objectives else (),
+                violation=violation,
+            )
+        )
+        if objective.metric in r.metrics and value is not None and violation == 0:
             rank = (r.fidelity or 0, value)
             if best is None or rank > best_rank:
                 best, best_rank = r, rank
@@ -217,7 +217,7 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
             reason=reason,
             message=message,
             best=best,
-            pareto=pareto,
+            front=front,
         )
 
     if failed > budget.max_failed_trials:
@@ -290,5 +290,5 @@ def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> 
         promote=tuple(promotions),
         stop=tuple(stops),
         best=best,
-        pareto=pareto,
+        front=front,
     )

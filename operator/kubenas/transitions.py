@@ -62,6 +62,9 @@ def progressed(record: TrialRecord, points: list[tuple[int, float]]) -> TrialRec
     return record.with_changes(intermediate=[*record.intermediate, *fresh])
 
 
+INFEASIBLE = "Infeasible"
+
+
 def succeeded(
     record: TrialRecord,
     metrics: Mapping[str, float],
@@ -69,6 +72,7 @@ def succeeded(
     checkpoint: str | None,
     source: str,
     now: float,
+    device: str | None = None,
 ) -> TrialRecord:
     """A finished run: its metrics are folded into the results of its fidelity."""
     values = dict(metrics)
@@ -78,10 +82,50 @@ def succeeded(
         results={**record.results, record.fidelity or 0: values},
         checkpoint=checkpoint,
         metrics_source=source,
+        device=device,
         reason=None,
         message=None,
         finished_at=now,
     )
+
+
+def infeasible(
+    record: TrialRecord,
+    metrics: Mapping[str, float],
+    violations: Sequence[str],
+    *,
+    source: str,
+    now: float,
+    device: str | None = None,
+) -> TrialRecord:
+    """A run that measured its costs, found them outside the constraints and ended before
+    training: stopped, with its figures and what it broke (it never trains further)."""
+    return record.with_changes(
+        state=TrialState.STOPPED,
+        metrics=dict(metrics),
+        metrics_source=source,
+        device=device,
+        reason=INFEASIBLE,
+        message="; ".join(violations),
+        finished_at=now,
+    )
+
+
+def ended_unscored(
+    record: TrialRecord,
+    metrics: Mapping[str, float],
+    violations: Sequence[str],
+    objective: str,
+    *,
+    source: str,
+    now: float,
+    device: str | None = None,
+) -> TrialRecord:
+    """A run that ended without its objective: infeasible when the figures it did report break
+    a constraint (so it never trained), else a failure that names the missing metric."""
+    if violations:
+        return infeasible(record, metrics, violations, source=source, now=now, device=device)
+    return failed(record, "MissingObjective", f"the trial reported no {objective}", now)
 
 
 def screened(

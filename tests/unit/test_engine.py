@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialState
 from kubenas.engine import FinishReason, decide
 from kubenas.runtime.simulated import simulate
@@ -97,6 +98,51 @@ def test_pareto_front_for_two_objectives() -> None:
     ]
     decisions = decide(spec, records, now=1.0)
     assert [r.name for r in decisions.pareto] == ["t3", "t0"]
+    front = decisions.front
+    assert front is not None and front.size == 2
+    # No reference given and no constraint: the worst value of each objective among the trials.
+    assert front.reference == {"val_accuracy": 0.85, "params": 5000.0}
+    # (0.95 - 0.85) * (5000 - 4000) + (0.90 - 0.85) * (4000 - 1000)
+    assert front.hypervolume is not None
+    assert abs(front.hypervolume - (0.10 * 1000 + 0.05 * 3000)) < 1e-9
+
+
+def _two_objective_spec(objective: dict[str, object]) -> ExperimentSpec:
+    spec = make_spec(max_trials=6, parallel=6)
+    return spec.model_copy(update={"objective": spec.objective.model_validate(objective)})
+
+
+def test_constraints_keep_infeasible_trials_out_of_best_and_front_and_bound_the_reference() -> None:
+    spec = _two_objective_spec(
+        {
+            "metric": "val_accuracy",
+            "reference": 0.5,
+            "additional": [{"metric": "latency_ms", "direction": "minimize"}],
+            "constraints": [{"metric": "latency_ms", "max": 5.0}, {"metric": "params", "min": 10}],
+        }
+    )
+    starts = decide(spec, [], now=0.0).start
+    figures = [
+        {"val_accuracy": 0.99, "latency_ms": 9.0, "params": 100},  # too slow: infeasible
+        {"val_accuracy": 0.90, "latency_ms": 4.0, "params": 100},
+        {"val_accuracy": 0.80, "latency_ms": 1.0, "params": 100},
+        {"val_accuracy": 0.95, "latency_ms": 2.0, "params": 5},  # too small: infeasible
+        {"latency_ms": 7.0, "params": 100},  # never trained (the trainer stopped it)
+        {"val_accuracy": 0.70, "latency_ms": 3.0, "params": 100},  # dominated
+    ]
+    records = [
+        _record(s.index, s.params, s.key, state=TrialState.SUCCEEDED, metrics=m)
+        for s, m in zip(starts, figures, strict=True)
+    ]
+    decisions = decide(spec, records, now=1.0)
+    assert decisions.best is not None and decisions.best.name == "t1"
+    assert [r.name for r in decisions.pareto] == ["t1", "t2"]
+    front = decisions.front
+    assert front is not None
+    # The main objective's reference is given; latency's is its constraint's bound.
+    assert front.reference == {"val_accuracy": 0.5, "latency_ms": 5.0}
+    assert front.hypervolume is not None
+    assert abs(front.hypervolume - (0.4 * 1.0 + 0.3 * 3.0)) < 1e-9
 
 
 def test_asha_rungs() -> None:

@@ -155,8 +155,13 @@ def _ended(
         return transitions.screened(record, screened, metrics=figures, now=at)
     metrics, source = _final_metrics(experiment, record, pushed, summary)
     metric = experiment.spec.objective.metric
+    device = str(summary["device"]) if summary.get("device") else None
     if metrics is None or metric not in metrics:
-        return transitions.failed(record, "MissingObjective", f"the trial reported no {metric}", at)
+        figures = metrics or {}
+        violations = experiment.spec.objective.violations(figures)
+        return transitions.ended_unscored(
+            record, figures, violations, metric, source=source, now=at, device=device
+        )
     checkpoint = summary.get("checkpoint")
     return transitions.succeeded(
         record,
@@ -164,6 +169,7 @@ def _ended(
         checkpoint=str(checkpoint) if checkpoint else checkpoint_path(experiment, record),
         source=source,
         now=at,
+        device=device,
     )
 
 

@@ -7,17 +7,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kubenas.api.experiment import NASExperiment
+from kubenas.api.experiment import Objective as ObjectiveSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.api.status import (
     BestTrial,
     Condition,
     ExperimentStatus,
     ParetoMember,
+    ParetoSummary,
     ScreeningStatus,
     TrialCounts,
 )
 from kubenas.api.trial import to_rfc3339
 from kubenas.engine import Decisions, planner
+from kubenas.front import Front
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.screening import screening_summary
 
@@ -108,11 +111,22 @@ def conditions(
     return [_condition(previous, k, s, r, m, generation, now) for k, s, r, m in states]
 
 
-def trial_counts(records: Sequence[TrialRecord]) -> TrialCounts:
+DONE_STATES = (TrialState.SUCCEEDED, TrialState.FAILED, TrialState.STOPPED)
+
+
+def trial_counts(
+    records: Sequence[TrialRecord], objective: ObjectiveSpec | None = None
+) -> TrialCounts:
     """Candidates by state and their queue time: the total of every finished wait, and its mean
-    per trial (the screen trial is counted under ``screening``, not against the budget)."""
+    per trial (the screen trial is counted under ``screening``, not against the budget); done
+    trials outside ``objective``'s constraints are also counted as infeasible."""
     records = [r for r in records if r.role is TrialRole.CANDIDATE]
     counts = {state: sum(r.state == state for r in records) for state in TrialState}
+    infeasible = 0
+    if objective is not None and objective.constraints:
+        infeasible = sum(
+            r.state in DONE_STATES and objective.violation(r.metrics) > 0 for r in records
+        )
     queued = sum(r.queue_seconds for r in records)
     return TrialCounts(
         total=len(records),
@@ -122,6 +136,7 @@ def trial_counts(records: Sequence[TrialRecord]) -> TrialCounts:
         failed=counts[TrialState.FAILED],
         stopped=counts[TrialState.STOPPED],
         done=counts[TrialState.SUCCEEDED] + counts[TrialState.FAILED] + counts[TrialState.STOPPED],
+        infeasible=infeasible,
         queue_seconds=round(queued, 1),
         mean_queue_seconds=round(queued / len(records), 1) if records else 0.0,
     )
@@ -163,14 +178,25 @@ def experiment_status(
             metrics=metrics,
             now=now,
         ),
-        trials=trial_counts(records),
+        trials=trial_counts(records, experiment.spec.objective),
         start_time=previous.start_time or to_rfc3339(now),
         best_trial=_best(decisions.best, experiment) if decisions.best else None,
         pareto_front=[ParetoMember(name=r.name, metrics=dict(r.metrics)) for r in decisions.pareto]
         or None,
+        pareto=_pareto(decisions.front),
         completion_time=(previous.completion_time or to_rfc3339(now)) if finished else None,
         finish_reason=reason if finished else None,
         screening=_screening(experiment, records),
+    )
+
+
+def _pareto(front: Front | None) -> ParetoSummary | None:
+    if front is None:
+        return None
+    return ParetoSummary(
+        size=front.size,
+        hypervolume=None if front.hypervolume is None else round(front.hypervolume, 6),
+        reference_point=front.reference,
     )
 
 

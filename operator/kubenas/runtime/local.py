@@ -31,6 +31,7 @@ from kubenas.runtime.store import RecordLog
 from kubenas.runtime.workers import WorkerPool
 
 POLL_SECONDS = 0.2
+REPORT_FILE = "report file"  # where a local trial's final metrics are read from
 
 
 def detect_gpus() -> list[str]:
@@ -230,9 +231,14 @@ class LocalRunner:
             self.display.note(f"{record.name}: screened {len(next(iter(scores.values()), []))}")
             return transitions.screened(record, scores, metrics=numbers, now=now)
         objective = self.spec.objective.metric
+        device = summary.get("device") if summary else None
+        device = str(device) if device else None
         if objective not in numbers:
-            return transitions.failed(
-                record, "MissingObjective", f"final metrics lack {objective}", now
+            violations = self.spec.objective.violations(numbers)
+            if violations:
+                self.display.note(f"{record.name}: infeasible, {'; '.join(violations)}")
+            return transitions.ended_unscored(
+                record, numbers, violations, objective, source=REPORT_FILE, now=now, device=device
             )
         checkpoint = summary.get("checkpoint") if summary else None
         self.display.note(f"{record.name}: {objective} {numbers[objective]:.4f}")
@@ -240,8 +246,9 @@ class LocalRunner:
             record,
             numbers,
             checkpoint=str(checkpoint) if checkpoint else None,
-            source="report file",
+            source=REPORT_FILE,
             now=now,
+            device=device,
         )
 
     def _next_deadline(self) -> float | None:

@@ -17,6 +17,9 @@ from kubenas.space import Assignment
 
 # value of the objective after `epoch` epochs of training `params`; None means the trial crashed
 Curve = Callable[[Assignment, int], float | None]
+# cost metrics of `params`, measured before training (a trial outside the constraints on them
+# ends there, as the trainer ends it)
+Costs = Callable[[Assignment], dict[str, float]]
 
 
 @dataclass
@@ -65,10 +68,13 @@ def simulate(
     max_ticks: int = 100_000,
     on_tick: Callable[[Simulation], None] | None = None,
     initial: Sequence[TrialRecord] = (),
+    costs: Costs | None = None,
 ) -> Simulation:
     """Run ``spec`` to the end: each tick decides, applies, then trains the oldest running trial
     one epoch (a trial without a fidelity trains a single epoch). ``initial`` records are there
-    from the start (a screen trial whose scores cost nothing in a benchmark)."""
+    from the start (a screen trial whose scores cost nothing in a benchmark); ``costs`` gives
+    each architecture's cost metrics, reported with its result or, outside the constraints,
+    instead of training it (the tick it takes is its cost check)."""
     sim = Simulation(records={r.name: r for r in initial})
     metric = spec.objective.metric
     epoch_of: dict[str, int] = {}
@@ -92,6 +98,8 @@ def simulate(
                 epoch_of,
                 metric,
                 tick,
+                spec,
+                costs,
             )
         if on_tick is not None:
             on_tick(sim)
@@ -105,7 +113,16 @@ def _train_one_epoch(
     epoch_of: dict[str, int],
     metric: str,
     tick: int,
+    spec: ExperimentSpec,
+    costs: Costs | None,
 ) -> None:
+    figures = costs(record.params) if costs is not None else {}
+    violations = spec.objective.violations(figures)
+    if violations:
+        sim.records[record.name] = transitions.infeasible(
+            record, figures, violations, source="simulation", now=float(tick)
+        )
+        return
     epoch = epoch_of[record.name] + 1
     epoch_of[record.name] = epoch
     sim.epochs_trained += 1
@@ -121,7 +138,7 @@ def _train_one_epoch(
         return
     sim.records[record.name] = transitions.succeeded(
         record,
-        {metric: value},
+        {metric: value, **figures},
         checkpoint=f"checkpoints/{record.name}/epoch-{epoch}.pt",
         source="simulation",
         now=float(tick),

@@ -5,6 +5,7 @@ from kubenas.api.experiment import (
     EvolutionStrategy,
     GridStrategy,
     LocalSearchStrategy,
+    Nsga2Strategy,
     ReinforceStrategy,
     StrategySpec,
     TpeStrategy,
@@ -19,7 +20,16 @@ from kubenas.strategies.prior import Prior
 from kubenas.strategies.random_search import RandomSearch
 from kubenas.strategies.reinforce import Reinforce
 
-STRATEGY_NAMES = ("random", "grid", "evolution", "tpe", "local-search", "bananas", "reinforce")
+STRATEGY_NAMES = (
+    "random",
+    "grid",
+    "evolution",
+    "tpe",
+    "local-search",
+    "bananas",
+    "reinforce",
+    "nsga2",
+)
 
 
 def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy:
@@ -37,6 +47,10 @@ def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy
         return PredictorGuidedSearch(
             space, seed, spec.initial_samples, spec.candidates, spec.exploration
         )
+    if isinstance(spec, Nsga2Strategy):
+        from kubenas.strategies.nsga2 import Nsga2  # optuna is slow to import
+
+        return Nsga2(space, seed, spec.population_size, spec.crossover_prob)
     if isinstance(spec, ReinforceStrategy):
         return Reinforce(space, seed, spec.learning_rate, spec.baseline_momentum)
     return RandomSearch(space, seed)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from kubenas.pareto import augmented_chebyshev, normalised, random_weights
 from kubenas.space import Assignment, SearchSpace
 from kubenas.strategies.prior import Prior
 
@@ -18,13 +19,55 @@ PRIOR_POOL = 8
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One trial as a strategy sees it. ``value`` is oriented so that larger is better; it is
-    None for a trial that failed or has not finished."""
+    """One trial as a strategy sees it. ``value`` is the main objective, oriented so that
+    larger is better; it is None for a trial that failed, has not finished or was never trained
+    (infeasible). ``objectives`` holds every objective, oriented, in a multi-objective search
+    (empty when the trial did not report them all); ``violation`` is how far the trial lies
+    outside the constraints (0: feasible)."""
 
     index: int
     params: Assignment
     key: str
     value: float | None
+    objectives: tuple[float, ...] = ()
+    violation: float = 0.0
+
+
+def fitness(finished: Sequence[Observation], rng: random.Random) -> list[Observation]:
+    """The observations with ``value`` made one number to rank by, for strategies that learn
+    from a scalar: in a multi-objective search a ParEGO scalarisation of the normalised
+    objectives with weights drawn from ``rng`` (one draw per suggestion, so successive
+    suggestions aim at different parts of the front); with constraints, Deb's rule (every
+    feasible trial ranks above every infeasible one, and among those less violation is better).
+    Without either it returns ``finished`` unchanged."""
+    multi = any(len(o.objectives) > 1 for o in finished)
+    if not multi and not any(o.violation > 0 for o in finished):
+        return list(finished)
+    feasible = [o for o in finished if o.violation == 0 and o.value is not None]
+    scalar: dict[int, float] = {}
+    if multi:
+        points = [o.objectives for o in feasible if o.objectives]
+        if points:
+            ideal = tuple(max(p[i] for p in points) for i in range(len(points[0])))
+            nadir = tuple(min(p[i] for p in points) for i in range(len(points[0])))
+            weights = random_weights(rng, len(ideal))
+            for o in feasible:
+                if o.objectives:
+                    (norm,) = normalised([o.objectives], ideal, nadir)
+                    scalar[o.index] = augmented_chebyshev(norm, weights)
+    else:
+        scalar = {o.index: o.value for o in feasible if o.value is not None}
+    low = min(scalar.values(), default=0.0)
+    spread = (max(scalar.values(), default=0.0) - low) or 1.0
+    floor = low - spread  # every infeasible trial ranks below this
+    out = []
+    for o in finished:
+        if o.violation > 0:
+            value: float | None = floor - spread * o.violation
+        else:
+            value = scalar.get(o.index)
+        out.append(replace(o, value=value))
+    return out
 
 
 def trial_rng(seed: int, index: int, salt: str = "") -> random.Random:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from kubenas.space import Assignment, SearchSpace
-from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies._base import Observation, Strategy, fitness, trial_rng
 from kubenas.strategies.prior import Prior
 
 
@@ -31,6 +31,7 @@ class LocalSearch(Strategy):
         warm = self.warm_start(prior, finished, running, taken)
         if warm is not None:
             return warm
+        finished = fitness(finished, trial_rng(self.seed, index, "weights"))
         rng = trial_rng(self.seed, index)
         scored = [o for o in finished if o.value is not None]
         if len(finished) + len(running) < self.initial_samples or not scored:

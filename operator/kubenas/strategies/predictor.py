@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kubenas.space import Assignment, Categorical, SearchSpace
-from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies._base import Observation, Strategy, fitness, trial_rng
 from kubenas.strategies.prior import Prior
 
 # The GP is fitted on at most this many observations (the best half and the latest half),
@@ -126,6 +126,7 @@ class PredictorGuidedSearch(Strategy):
         warm = self.warm_start(prior, finished, running, taken)
         if warm is not None:
             return warm
+        finished = fitness(finished, trial_rng(self.seed, index, "weights"))
         rng = trial_rng(self.seed, index)
         scored = [o for o in finished if o.value is not None]
         if len(finished) + len(running) < self.initial_samples or len(scored) < 2:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from kubenas.space import Assignment, SearchSpace
 from kubenas.space.params import Float, Param, Value
-from kubenas.strategies._base import Observation, Strategy, trial_rng
+from kubenas.strategies._base import Observation, Strategy, fitness, trial_rng
 from kubenas.strategies.prior import Prior
 
 ADAM_BETAS = (0.9, 0.999)
@@ -106,6 +106,7 @@ class Reinforce(Strategy):
         warm = self.warm_start(prior, finished, running, taken)
         if warm is not None:
             return warm
+        finished = fitness(finished, trial_rng(self.seed, index, "weights"))
         policy = self._policy(finished)
         params: dict[str, Param] = self.space.by_name()
 
