@@ -89,6 +89,10 @@ def _query_budgets(text: str) -> list[int]:
     return budgets
 
 
+# The strategies the hardware-aware benchmark compares by default (random is the baseline).
+MO_STRATEGIES = ["random", "nsga2", "evolution", "local-search", "tpe"]
+
+
 def _bench_nb201(args: argparse.Namespace) -> int:
     from kubenas.api.vocabulary import PROXIES
     from kubenas.bench.nb201 import (
@@ -156,6 +160,87 @@ def _bench_nb201(args: argparse.Namespace) -> int:
             }
             for r in results
         ]
+        print(json.dumps({"results": rows}))
+    return EXIT_OK
+
+
+def _bench_nb201_mo(args: argparse.Namespace) -> int:
+    from kubenas.bench.nb201 import DEFAULT_SETTINGS, load_proxy_table
+    from kubenas.bench.nb201_mo import (
+        CONSTRAINED,
+        MULTI_OBJECTIVE,
+        RANDOM_THEN_FILTER,
+        beats,
+        cost_table,
+        run_benchmark,
+    )
+
+    table = Path(args.dataset_file) if args.dataset_file else Path(args.data) / "cifar10.csv"
+    try:
+        costs = cost_table(load_proxy_table(Path(args.costs)), args.cost_metric)
+    except (OSError, ValueError) as exc:
+        print(f"--costs: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    tasks = {
+        MULTI_OBJECTIVE: args.strategies.split(",") if args.strategies else MO_STRATEGIES,
+        CONSTRAINED: [
+            RANDOM_THEN_FILTER,
+            *(args.strategies.split(",") if args.strategies else MO_STRATEGIES[1:]),
+        ],
+    }
+    known = [*DEFAULT_SETTINGS, RANDOM_THEN_FILTER]
+    unknown = sorted({s for names in tasks.values() for s in names if s not in known})
+    if unknown:
+        print(f"--strategies: unknown {unknown}; known: {list(DEFAULT_SETTINGS)}", file=sys.stderr)
+        return EXIT_INVALID
+    started = time.perf_counter()
+    budgets = ",".join(str(q) for q in sorted(set(args.queries)))
+    rows: list[dict[str, Any]] = []
+    for task in args.tasks.split(","):
+        if task not in tasks:
+            print(f"--tasks: want {MULTI_OBJECTIVE} and/or {CONSTRAINED}", file=sys.stderr)
+            return EXIT_INVALID
+        results = run_benchmark(
+            task,
+            table,
+            Path(args.costs),
+            args.cost_metric,
+            tasks[task],
+            args.queries,
+            args.seeds,
+            args.workers,
+        )
+        if task == MULTI_OBJECTIVE:
+            print(
+                f"{task}: max val_acc_12ep, min {args.cost_metric}; {budgets} queries, "
+                f"{args.seeds} seeds; score = hypervolume of the queried cells in "
+                f"(test_acc_200ep/100, {args.cost_metric}/{costs.largest:.4g}) from reference "
+                f"(0, {costs.largest:.4g})"
+            )
+            baseline = "random"
+        else:
+            print(
+                f"{task}: max val_acc_12ep with {args.cost_metric} <= {costs.median:.4g} (the "
+                f"space's median); {budgets} queries, {args.seeds} seeds; score = test_acc_200ep "
+                f"of the best feasible cell found"
+            )
+            baseline = RANDOM_THEN_FILTER
+        base = {r.queries: r for r in results if r.strategy == baseline}
+        print(
+            f"{'strategy':<20}{'queries':>8}{'mean':>10}{'std':>9}{'stderr':>9}"
+            f"{'none':>6}{'cpu s':>8}  vs {baseline}"
+        )
+        for r in results:
+            versus = ""
+            if r.strategy != baseline:
+                versus = "beats (>2 se)" if beats(r, base[r.queries]) else "not by 2 se"
+            print(
+                f"{r.strategy:<20}{r.queries:>8}{r.mean:>10.4f}{r.std:>9.4f}{r.stderr:>9.4f}"
+                f"{r.missing:>6}{r.cpu_seconds:>8.1f}  {versus}"
+            )
+            rows.append({**r.__dict__, "beats_baseline": bool(versus.startswith("beats"))})
+    print(f"wall time {time.perf_counter() - started:.1f} s")
+    if args.json:
         print(json.dumps({"results": rows}))
     return EXIT_OK
 
@@ -285,6 +370,26 @@ def build_parser() -> argparse.ArgumentParser:
     nb201.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     nb201.add_argument("--json", action="store_true", help="last line: JSON results")
     nb201.set_defaults(func=_bench_nb201)
+
+    mo = bench.add_parser(
+        "nb201-mo", help="multi-objective and constrained search on a NAS-Bench-201 table"
+    )
+    mo.add_argument("--data", default=".", help="folder with cifar10.csv")
+    mo.add_argument("--dataset-file", help="a table with the same columns (overrides --data)")
+    mo.add_argument(
+        "--costs",
+        required=True,
+        help="JSON lines of every cell's params and flops "
+        "(python -m kubenas_trainer.screen --all --proxies params,flops)",
+    )
+    mo.add_argument("--cost-metric", choices=("flops", "params"), default="flops")
+    mo.add_argument("--tasks", default="multi-objective,constrained")
+    mo.add_argument("--queries", type=_query_budgets, default=[50, 100, 200])
+    mo.add_argument("--seeds", type=int, default=50)
+    mo.add_argument("--strategies", help=f"comma list (default: {','.join(MO_STRATEGIES)})")
+    mo.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    mo.add_argument("--json", action="store_true", help="last line: JSON results")
+    mo.set_defaults(func=_bench_nb201_mo)
 
     suggest = bench.add_parser("suggest", help="latency of decide() per strategy")
     suggest.add_argument("--records", type=int, default=10_000)

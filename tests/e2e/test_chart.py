@@ -320,6 +320,38 @@ def _screened_experiment(workdir: Path) -> dict[str, Any]:
     }
 
 
+PARAMS_BOUND = 60_000  # about half of these cells have more parameters
+
+
+def _hardware_experiment(workdir: Path) -> dict[str, Any]:
+    """The built-in trainer on digits: accuracy against measured latency, NSGA-II, and a
+    parameter bound that makes about half the candidates infeasible (never trained)."""
+    return {
+        "apiVersion": "kubenas.io/v1alpha1",
+        "kind": "NASExperiment",
+        "metadata": {"name": "hardware", "namespace": WATCHED_NS},
+        "spec": {
+            "objective": {
+                "metric": "val_accuracy",
+                "additional": [{"metric": "latency_ms", "direction": "minimize"}],
+                "constraints": [{"metric": "params", "max": PARAMS_BOUND}],
+            },
+            "searchSpace": {"family": "nb201-cell", "stemChannels": [8, 16], "cellsPerStage": [1]},
+            "strategy": {"name": "nsga2", "populationSize": 4},
+            "seed": 3,
+            "budget": {"maxTrials": 6, "parallelTrials": 2},
+            "fidelity": {"max": 1},
+            "trial": {
+                "dataset": "digits",
+                "command": ["python", "-m", "kubenas_trainer"],
+                "checkpointDir": str(workdir / "hardware"),
+                "timeoutSeconds": 300,
+                "resources": {"limits": {"cpu": 1, "nvidia.com/gpu": 1}},
+            },
+        },
+    }
+
+
 @dataclass
 class Installed:
     """What the install-and-run fixture saw, for the tests that judge it."""
@@ -329,6 +361,7 @@ class Installed:
     finished: float
     health: dict[str, Any] = field(default_factory=dict)
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    listing: str = ""  # kubectl get nasx, as a user reads it
 
 
 def _get(cluster: Cluster, kind: str, name: str, namespace: str = WATCHED_NS) -> dict[str, Any]:
@@ -409,7 +442,7 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
             },
         ),
     ]
-    manifests.append(_screened_experiment(workdir))
+    manifests += [_screened_experiment(workdir), _hardware_experiment(workdir)]
     _run(cluster, "kubectl", "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
     seen = Installed(cluster, started, 0.0)
     seen.snapshots["running"] = wait_until(
@@ -425,6 +458,7 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
         ("quick", "Succeeded", 150),
         ("hostnet", "Failed", 60),
         ("screened", "Succeeded", 300),
+        ("hardware", "Succeeded", 300),
     ):
         _run(
             cluster,
@@ -445,7 +479,9 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     seen.snapshots["succeeded"] = _get(cluster, "nasx", "quick")
     seen.snapshots["failed"] = _get(cluster, "nasx", "hostnet")
     seen.snapshots["screened"] = _get(cluster, "nasx", "screened")
-    print(_run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS).stdout)
+    seen.snapshots["hardware"] = _get(cluster, "nasx", "hardware")
+    seen.listing = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS).stdout
+    print(seen.listing)
     return seen
 
 
@@ -459,7 +495,7 @@ def _reachable(url: str) -> bool:
 
 def test_liveness_is_kopfs_endpoint_answering_our_probe(installed: Installed) -> None:
     """kopf's /healthz runs the @kopf.on.probe handlers: it reports the experiments' loops."""
-    assert installed.health["reconcile-loops"]["experiments"] == 3, installed.health
+    assert installed.health["reconcile-loops"]["experiments"] == 4, installed.health
     assert installed.health["reconcile-loops"]["passes"] >= 2
 
 
@@ -504,6 +540,47 @@ def test_a_screened_experiment_screens_then_trains_with_every_object_small(
     print(f"{len(sizes)} objects, the largest {largest}: {sizes[largest]} bytes")
     assert "ConfigMap/screened-0000-screen-naswot" in sizes
     assert sizes[largest] < 100_000
+
+
+def test_a_constrained_multi_objective_experiment_shows_its_front(installed: Installed) -> None:
+    """Infeasible candidates are stopped before training with what they broke; the front, its
+    hypervolume and reference point are in the status, and ``kubectl get nasx`` shows its size."""
+    status = installed.snapshots["hardware"]["status"]
+    print(f"front in the status: {status['pareto']} {status['paretoFront']}")
+    pareto, trials = status["pareto"], status["trials"]
+    assert trials["done"] == 6 and trials["infeasible"] >= 1
+    assert pareto["size"] == len(status["paretoFront"]) >= 1
+    assert pareto["referencePoint"]["val_accuracy"] > 0
+    assert pareto["referencePoint"]["latency_ms"] > 0 and pareto["hypervolume"] >= 0
+    for member in status["paretoFront"]:
+        assert member["metrics"]["params"] <= PARAMS_BOUND
+        assert member["metrics"]["latency_ms"] > 0
+    items = json.loads(
+        _run(
+            installed.cluster,
+            "kubectl",
+            "get",
+            "nastrials",
+            "-n",
+            WATCHED_NS,
+            "-l",
+            "kubenas.io/experiment=hardware",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
+    infeasible = [t["status"] for t in items if t["status"].get("reason") == "Infeasible"]
+    assert len(infeasible) == trials["infeasible"]
+    for trial in infeasible:
+        assert trial["state"] == "Stopped" and "val_accuracy" not in trial["metrics"]
+        assert (
+            trial["message"].startswith("params ") and f"> max {PARAMS_BOUND}" in trial["message"]
+        )
+        assert trial["device"].startswith("cpu: ")
+    header, *rows = installed.listing.splitlines()
+    assert "FRONT" in header.split()
+    row = next(r.split() for r in rows if r.startswith("hardware "))
+    assert row[header.split().index("FRONT")] == str(pareto["size"])
 
 
 # --- dashboards ---------------------------------------------------------------------------------
@@ -760,7 +837,7 @@ def test_uninstall_leaves_only_crds_and_experiments(uninstalled: Cluster) -> Non
     ]
     kept = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout.split()
     assert sorted(kept) == [
-        f"nasexperiment.kubenas.io/{name}" for name in ("hostnet", "quick", "screened")
+        f"nasexperiment.kubenas.io/{name}" for name in ("hardware", "hostnet", "quick", "screened")
     ]
     assert _run(cluster, "kubectl", "get", "nast", "-n", WATCHED_NS, "-o", "name").stdout.split()
 
@@ -769,7 +846,7 @@ def test_experiments_delete_without_the_operator(uninstalled: Cluster) -> None:
     """No finalizer waits for an operator: with the chart gone, experiments delete at once,
     and their trials (and a screen trial's ConfigMaps) follow by owner reference."""
     cluster = uninstalled
-    for name in ("quick", "hostnet", "screened"):
+    for name in ("quick", "hostnet", "screened", "hardware"):
         assert not _get(cluster, "nasx", name)["metadata"].get("finalizers")
         _run(cluster, "kubectl", "delete", "nasx", name, "-n", WATCHED_NS, "--timeout=60s")
     assert not _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout

@@ -13,7 +13,8 @@ from kubenas.api.builtin_trainer import (
     Hyperparameters,
     parse_dataset,
 )
-from kubenas.api.vocabulary import TRAINER_FAMILIES
+from kubenas.api.experiment import Constraint
+from kubenas.api.vocabulary import TIMED_COST_METRICS, TRAINER_FAMILIES
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,8 @@ class TrialConfig:
     data_dir: Path
     resume_from: Path | None
     checkpoint_dir: Path | None
+    costs: tuple[str, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
 
     @classmethod
     def from_settings(cls, values: Mapping[str, str | None]) -> "TrialConfig":
@@ -79,7 +82,32 @@ class TrialConfig:
             data_dir=Path(values["data_dir"] or default_data_dir()),
             resume_from=_path(values["resume_from"]),
             checkpoint_dir=_path(values["checkpoint_dir"]),
+            costs=parse_costs(values.get("costs") or ""),
+            constraints=parse_constraints(values.get("constraints") or "[]"),
         )
+
+
+def parse_costs(text: str) -> tuple[str, ...]:
+    """``KUBENAS_COSTS``: the timed cost metrics to measure before training."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in TIMED_COST_METRICS]
+    if unknown:
+        raise ConfigError(f"costs: unknown {unknown}; want some of {', '.join(TIMED_COST_METRICS)}")
+    return names
+
+
+def parse_constraints(text: str) -> tuple[Constraint, ...]:
+    """``KUBENAS_CONSTRAINTS``: the objective's constraints, checked by the API's own model."""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"constraints is not valid JSON: {error}") from error
+    if not isinstance(raw, list):
+        raise ConfigError("constraints must be a JSON list of {metric, min, max}")
+    try:
+        return tuple(Constraint.model_validate(item) for item in raw)
+    except ValueError as error:
+        raise ConfigError(f"constraints: {error}") from error
 
 
 def default_data_dir() -> Path:

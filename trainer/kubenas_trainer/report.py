@@ -17,12 +17,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from kubenas.api.vocabulary import COST_METRICS
 from kubenas_trainer.config import ConfigError
 from kubenas_trainer.settings import resolve_settings
 
 KUBERNETES_TERMINATION_LOG = Path("/dev/termination-log")
 TERMINATION_MESSAGE_LIMIT = 4096
-CORE_METRICS = ("val_accuracy", "test_accuracy", "params", "flops", "epochs", "train_seconds")
+CORE_METRICS = (
+    "val_accuracy",
+    "test_accuracy",
+    "epochs",
+    "train_seconds",
+    *COST_METRICS,
+)
 
 
 class Sink(Protocol):
@@ -107,15 +114,26 @@ class Reporter:
         )
 
     def final(
-        self, metrics: Mapping[str, float], checkpoint: str | Path | None = None
+        self,
+        metrics: Mapping[str, float],
+        checkpoint: str | Path | None = None,
+        *,
+        device: str | None = None,
+        infeasible: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Report the final metrics, also as the termination message; returns the summary."""
-        summary = {
+        """Report the final metrics, also as the termination message; returns the summary.
+        ``device`` names what cost metrics were measured on; ``infeasible`` says which
+        constraints a trial broke when it ended before training."""
+        summary: dict[str, Any] = {
             "event": "final",
             "trial": self.trial,
             "metrics": dict(metrics),
             "checkpoint": None if checkpoint is None else str(checkpoint),
         }
+        if device is not None:
+            summary["device"] = device
+        if infeasible:
+            summary["infeasible"] = list(infeasible)
         self._emit(summary)
         self._terminate(summary)
         return summary

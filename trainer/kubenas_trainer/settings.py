@@ -50,6 +50,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("termination_message_path", "file for the final JSON summary"),
     Setting("data_dir", "base folder for relative dataset paths and generated-data cache"),
     Setting("screening", "JSON of the screen stage: score candidates instead of training one"),
+    Setting("costs", "comma list of timed cost metrics to measure before training"),
+    Setting("constraints", "JSON list of {metric, min, max}: end before training outside them"),
 )
 
 

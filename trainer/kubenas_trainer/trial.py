@@ -8,10 +8,10 @@ import torch
 
 from kubenas_trainer.checkpoint import load_checkpoint, save_checkpoint
 from kubenas_trainer.config import TrialConfig
+from kubenas_trainer.costs import measure_costs
 from kubenas_trainer.data import load_dataset
 from kubenas_trainer.device import plan_device
 from kubenas_trainer.models import build_model
-from kubenas_trainer.models.cost import count_forward_flops, count_parameters
 from kubenas_trainer.report import Reporter
 from kubenas_trainer.train import Trainer, to_device
 
@@ -20,13 +20,29 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     """Train to ``config.epochs`` epochs in total, reporting every epoch; returns the summary.
 
     The test split is evaluated once, after training, and reported but never used to choose.
+    Cost metrics are measured first; a network outside the constraints on them is reported with
+    its figures and never trained.
     """
     plan = plan_device(config.device)
     splits = load_dataset(config.dataset, config.data_dir)
     torch.manual_seed(config.seed)
     model = build_model(config.family, config.architecture, splits.sample_shape, splits.num_classes)
-    params = count_parameters(model)
-    flops = count_forward_flops(model, torch.from_numpy(splits.train[0][:1]))
+    costs = measure_costs(
+        model,
+        torch.from_numpy(splits.train[0][:1]),
+        plan.device,
+        config.costs,
+        channels_last=plan.channels_last,
+        autocast_dtype=plan.autocast_dtype if plan.mixed_precision else None,
+    )
+    broken = [
+        why
+        for c in config.constraints
+        if c.metric in costs.values and (why := c.broken_by(costs.values[c.metric])) is not None
+    ]
+    if broken:  # infeasible: measured, reported, never trained
+        reporter.start(family=config.family, dataset=config.dataset, device=costs.device_name)
+        return reporter.final(costs.values, device=costs.device_name, infeasible=broken)
     trainer = Trainer(
         model,
         to_device(splits.train, plan),
@@ -42,8 +58,7 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
     reporter.start(
         family=config.family,
         dataset=config.dataset,
-        params=params,
-        flops=flops,
+        **costs.values,
         device=plan.device.type,
         threads=plan.threads,
         start_epoch=trainer.epoch,
@@ -81,12 +96,12 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
             "val_loss": val_loss,
             "test_accuracy": test_accuracy,
             "test_loss": test_loss,
-            "params": params,
-            "flops": flops,
+            **costs.values,
             "epochs": trainer.epoch,
             "train_seconds": round(train_seconds, 3),
         },
         checkpoint=checkpoint,
+        device=costs.device_name,
     )
 
 

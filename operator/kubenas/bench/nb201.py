@@ -34,6 +34,7 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "local-search": {},
     "bananas": {},
     "reinforce": {},
+    "nsga2": {},
 }
 
 

@@ -11,7 +11,10 @@ from typing import Any
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.engine import Decisions, planner
+from kubenas.front import Front
+from kubenas.runtime.front_plot import PlotPoint, plot_front
 from kubenas.screening import screening_summary
+from kubenas.transitions import INFEASIBLE
 
 REPORTED_METRICS = ("val_accuracy", "test_accuracy", "params", "flops")
 
@@ -60,12 +63,69 @@ def write_outputs(
         (out / "best.json").write_text(json.dumps(summary["best"], indent=2), encoding="utf-8")
         if best.checkpoint and Path(best.checkpoint).exists():
             shutil.copyfile(best.checkpoint, out / "best-checkpoint.pt")
-    if decisions.pareto:
-        summary["pareto"] = [{"trial": r.name, "metrics": r.metrics} for r in decisions.pareto]
+    if spec.objective.constraints:
+        summary["trials"]["infeasible"] = sum(
+            r.state.active is False and spec.objective.violation(r.metrics) > 0 for r in candidates
+        )
+    front = decisions.front
+    if front is not None:
+        summary["pareto"] = {
+            "size": front.size,
+            "hypervolume": front.hypervolume,
+            "referencePoint": front.reference,
+            "members": [
+                {
+                    "trial": r.name,
+                    "hash": space.arch_hash(r.params),
+                    "architecture": space.to_architecture(space.active(r.params)),
+                    "metrics": r.metrics,
+                    "device": r.device,
+                }
+                for r in front.members
+            ],
+        }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    _write_tables(out, records, metric, space.arch_hash)
+    _write_tables(
+        out, records, metric, space.arch_hash, summary.get("pareto"), spec.objective.metrics
+    )
     _plot(out / "progress.png", records, metric, spec.objective.direction == "maximize")
+    if front is not None:
+        _plot_front(out / "pareto.png", experiment, candidates, front)
     return summary
+
+
+def _plot_front(
+    path: Path, experiment: NASExperiment, candidates: list[TrialRecord], front: Front
+) -> None:
+    """The main objective against the first additional one: every finished trial, the front,
+    and the infeasible ones (an untrained one sits at the lowest value shown)."""
+    objective = experiment.spec.objective
+    x_objective = objective.additional[0]
+    on_front = {r.name for r in front.members}
+    shown = [r for r in candidates if not r.state.active and x_objective.metric in r.metrics]
+    ys = [r.metrics[objective.metric] for r in shown if objective.metric in r.metrics]
+    floor = (min(ys) if objective.direction == "maximize" else max(ys)) if ys else 0.0
+    points = [
+        PlotPoint(
+            x=r.metrics[x_objective.metric],
+            y=r.metrics.get(objective.metric, floor),
+            feasible=objective.violation(r.metrics) == 0 and objective.metric in r.metrics,
+            on_front=r.name in on_front,
+            label=r.name.rsplit("-", 1)[-1],
+        )
+        for r in shown
+    ]
+    xs = [p.x for p in points if p.x > 0]
+    plot_front(
+        path,
+        points,
+        x_objective.metric,
+        objective.metric,
+        x_larger_better=x_objective.direction == "maximize",
+        y_larger_better=objective.direction == "maximize",
+        x_log=bool(xs) and max(xs) > 20 * min(xs),
+        title=f"{experiment.name}: {front.size} on the front",
+    )
 
 
 def _run_seconds(record: TrialRecord) -> float | None:
@@ -85,15 +145,25 @@ def stage_costs(records: list[TrialRecord]) -> dict[str, dict[str, float]]:
     return stages
 
 
-def _write_tables(out: Path, records: list[TrialRecord], metric: str, arch_hash: Any) -> None:
+def _write_tables(
+    out: Path,
+    records: list[TrialRecord],
+    metric: str,
+    arch_hash: Any,
+    pareto: dict[str, Any] | None = None,
+    searched: tuple[str, ...] = (),
+) -> None:
+    """summary.csv and summary.md: one row per trial, with a column for every metric the
+    search reads (``searched``: its other objectives and constrained metrics)."""
+    fixed = (metric, "test_accuracy", "params")
+    extra = [m for m in searched if m not in fixed]
     columns = [
         "trial",
         "role",
         "state",
         "fidelity",
-        metric,
-        "test_accuracy",
-        "params",
+        *fixed,
+        *extra,
         "seconds",
         "architecture",
         "reason",
@@ -115,7 +185,10 @@ def _write_tables(out: Path, records: list[TrialRecord], metric: str, arch_hash:
                 "params": int(r.metrics["params"]) if "params" in r.metrics else "",
                 "seconds": f"{seconds:.1f}" if seconds is not None else "",
                 "architecture": "" if screen else arch_hash(r.params),
-                "reason": r.reason or "",
+                "reason": ": ".join(filter(None, (r.reason, r.message)))
+                if r.reason == INFEASIBLE
+                else r.reason or "",
+                **{m: f"{r.metrics[m]:.4g}" if m in r.metrics else "" for m in extra},
             }
         )
     with (out / "summary.csv").open("w", newline="", encoding="utf-8") as f:
@@ -124,7 +197,35 @@ def _write_tables(out: Path, records: list[TrialRecord], metric: str, arch_hash:
         writer.writerows(rows)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    if pareto is not None:
+        lines += _front_table(pareto)
     (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _front_table(pareto: dict[str, Any]) -> list[str]:
+    """The Pareto front section of summary.md: its size, hypervolume and members."""
+    reference = ", ".join(f"{k} {v:.4g}" for k, v in pareto["referencePoint"].items())
+    volume = pareto["hypervolume"]
+    members = pareto["members"]
+    metrics = sorted({k for m in members for k in m["metrics"]})
+    lines = [
+        "",
+        f"## Pareto front: {pareto['size']} trials"
+        + (f", {len(members)} listed" if len(members) < pareto["size"] else ""),
+        "",
+        f"Hypervolume {volume:.6g} from the reference point ({reference})."
+        if volume is not None
+        else "No hypervolume yet.",
+        "",
+        "| trial | architecture | " + " | ".join(metrics) + " | device |",
+        "|" + "---|" * (len(metrics) + 3),
+    ]
+    for m in members:
+        values = [f"{m['metrics'][k]:.4g}" if k in m["metrics"] else "" for k in metrics]
+        lines.append(
+            f"| {m['trial']} | {m['hash']} | " + " | ".join(values) + f" | {m['device'] or ''} |"
+        )
+    return lines
 
 
 def _plot(path: Path, records: list[TrialRecord], metric: str, maximize: bool) -> None:
