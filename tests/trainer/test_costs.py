@@ -12,8 +12,9 @@ pytest.importorskip("torch")
 import torch
 from torch import nn
 
+from kubenas.api.vocabulary import COST_METRICS
 from kubenas_trainer import costs
-from kubenas_trainer.costs import COST_METRICS, TIMED_METRICS, Costs, measure_costs
+from kubenas_trainer.costs import TIMED_METRICS, Costs, measure_costs
 from kubenas_trainer.models import build_model
 from kubenas_trainer.models.cost import count_forward_flops, count_parameters
 

@@ -52,7 +52,7 @@ TIMED_METRICS = frozenset(TIMED_COST_METRICS)  # need timing runs
 # thread, so on this 2-core machine with one other busy process, 2 threads took 170 to 2600 ms
 # for a pass 1 thread runs in 25 ms. One thread is also what HW-NAS latency tables use.
 CPU_TIMING_THREADS = 1
-DEFAULT_THROUGHPUT_BATCH = 16
+DEFAULT_THROUGHPUT_BATCH = 8
 DEFAULT_WARMUP = 5
 DEFAULT_REPEATS = 30
 MIB = 2**20
