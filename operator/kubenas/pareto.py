@@ -209,18 +209,27 @@ def bounded_front(points: Sequence[Point], limit: int) -> list[int]:
     return members
 
 
-def normalised(points: Sequence[Point], ideal: Point, nadir: Point) -> list[Point]:
-    """Rescale so each objective runs from 0 at the nadir to 1 at the ideal, making them comparable.
-
-    An objective with no range (ideal == nadir) maps to 1.0.
-    """
-    spans = [i - n for i, n in zip(ideal, nadir, strict=True)]
-    return [
-        tuple(
-            1.0 if span == 0 else (x - n) / span for x, n, span in zip(p, nadir, spans, strict=True)
-        )
-        for p in points
-    ]
+def ranked(points: Sequence[Point]) -> list[Point]:
+    """Each coordinate replaced by its rank among the points, scaled to [0, 1] (1 best, ties at
+    their mean rank): a scale no outlier can squash, unlike min-max normalisation, where a
+    handful of broken networks at 10 % accuracy leave every useful one within the top tenth."""
+    if not points:
+        return []
+    count = len(points)
+    columns: list[list[float]] = []
+    for values in zip(*points, strict=True):
+        order = sorted(range(count), key=values.__getitem__)
+        rank = [0.0] * count
+        start = 0
+        while start < count:
+            end = start
+            while end + 1 < count and values[order[end + 1]] == values[order[start]]:
+                end += 1
+            for k in range(start, end + 1):
+                rank[order[k]] = (start + end) / 2 / (count - 1) if count > 1 else 1.0
+            start = end + 1
+        columns.append(rank)
+    return [tuple(column[i] for column in columns) for i in range(count)]
 
 
 def augmented_chebyshev(point: Point, weights: Point, rho: float = 0.05) -> float:

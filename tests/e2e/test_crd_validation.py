@@ -197,4 +197,4 @@ def test_fidelity_cannot_be_removed_while_running(kubectl: Kubectl) -> None:
 def test_kubectl_get_shows_the_printer_columns(kubectl: Kubectl) -> None:
     kubectl.apply(MINIMAL)
     header = kubectl.run("get", "kubenas").stdout.splitlines()[0].split()
-    assert header == ["NAME", "STATE", "DONE", "TOTAL", "BEST", "AGE"]
+    assert header == ["NAME", "STATE", "DONE", "TOTAL", "BEST", "FRONT", "AGE"]

@@ -17,8 +17,8 @@ from kubenas.pareto import (
     dominates,
     hypervolume,
     non_dominated,
-    normalised,
     random_weights,
+    ranked,
 )
 
 
@@ -192,15 +192,6 @@ def test_bounded_front_below_the_number_of_extremes_keeps_the_first_objectives()
         bounded_front(points, 0)
 
 
-def test_normalised_maps_nadir_to_zero_and_ideal_to_one() -> None:
-    points = [(10.0, 2.0, 7.0), (20.0, 1.0, 7.0), (15.0, 1.5, 7.0)]
-    assert normalised(points, (20.0, 2.0, 7.0), (10.0, 1.0, 7.0)) == [
-        (0.0, 1.0, 1.0),
-        (1.0, 0.0, 1.0),
-        (0.5, 0.5, 1.0),
-    ]
-
-
 def test_augmented_chebyshev_is_zero_at_the_ideal_and_by_hand() -> None:
     assert augmented_chebyshev((1.0, 1.0), (0.5, 0.5)) == 0.0
     assert augmented_chebyshev((0.5, 0.0), (0.5, 0.5)) == pytest.approx(-(0.5 + 0.05 * 0.75))
@@ -232,3 +223,16 @@ def test_random_weights_lie_on_the_simplex(dimensions: int) -> None:
     assert random_weights(random.Random(7), 3) == random_weights(random.Random(7), 3)
     with pytest.raises(ValueError):
         random_weights(rng, 0)
+
+
+def test_ranked_puts_each_objective_on_a_scale_no_outlier_squashes() -> None:
+    # One broken network at 10 % would leave the others within the top tenth after min-max.
+    points = [(0.93, -4.0), (0.10, -1.0), (0.94, -9.0), (0.93, -2.0)]
+    assert ranked(points) == [
+        (0.5, 1 / 3),  # tied with the fourth: their mean rank
+        (0.0, 1.0),
+        (1.0, 0.0),
+        (0.5, 2 / 3),
+    ]
+    assert ranked([(3.0, 1.0)]) == [(1.0, 1.0)]
+    assert ranked([]) == []

@@ -171,14 +171,21 @@ class ReinforceStrategy(WireModel):
 
 
 class Nsga2Strategy(WireModel):
-    """NSGA-II (Deb et al. 2002) through Optuna's sampler: generations of ``populationSize``,
-    parents by non-dominated rank and crowding, feasible before infeasible (Deb's rule)."""
+    """Steady-state NSGA-II (Deb et al. 2002) through Optuna's sampler: a random first
+    population of ``populationSize``, then one child per finished trial from the elite by
+    non-dominated rank and crowding, feasible before infeasible (Deb's rule)."""
 
     name: Literal["nsga2"]
     population_size: int = Field(
         default=10, ge=2, le=10_000, description="about a tenth of maxTrials serves well"
     )
-    crossover_prob: float = Field(default=0.9, ge=0.0, le=1.0)
+    crossover_prob: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="the other children are mutations of one parent: local moves, which suit "
+        "cell spaces",
+    )
 
 
 StrategySpec = Annotated[

@@ -111,7 +111,7 @@ def conditions(
     return [_condition(previous, k, s, r, m, generation, now) for k, s, r, m in states]
 
 
-DONE_STATES = (TrialState.SUCCEEDED, TrialState.FAILED, TrialState.STOPPED)
+ENDED_WITH_FIGURES = (TrialState.SUCCEEDED, TrialState.STOPPED)  # a failed trial has none
 
 
 def trial_counts(
@@ -125,7 +125,7 @@ def trial_counts(
     infeasible = 0
     if objective is not None and objective.constraints:
         infeasible = sum(
-            r.state in DONE_STATES and objective.violation(r.metrics) > 0 for r in records
+            r.state in ENDED_WITH_FIGURES and objective.violation(r.metrics) > 0 for r in records
         )
     queued = sum(r.queue_seconds for r in records)
     return TrialCounts(

@@ -100,10 +100,15 @@ class Display:
             outcome += f"; {explain_failures(records)}"
         elif not summary.get("succeeded") and summary.get("message"):
             outcome += f"; {summary['message']}"  # e.g. the screen trial failed
+        counted = f"{trials['succeeded']} succeeded, {trials['failed']} failed"
+        if trials.get("infeasible"):
+            counted += f", {trials['infeasible']} infeasible"
+        pareto = summary.get("pareto")
+        if pareto:
+            outcome += f"; Pareto front of {pareto['size']}"
         self.console.print(
             f"finished: {summary.get('reason')} - {trials['total']} trials "
-            f"({trials['succeeded']} succeeded, {trials['failed']} failed); "
-            f"{outcome}; results in {out}",
+            f"({counted}); {outcome}; results in {out}",
             highlight=False,
             markup=False,
             soft_wrap=True,  # one line, whatever the width, for logs and scripts

@@ -65,7 +65,9 @@ def write_outputs(
             shutil.copyfile(best.checkpoint, out / "best-checkpoint.pt")
     if spec.objective.constraints:
         summary["trials"]["infeasible"] = sum(
-            r.state.active is False and spec.objective.violation(r.metrics) > 0 for r in candidates
+            r.state in (TrialState.SUCCEEDED, TrialState.STOPPED)
+            and spec.objective.violation(r.metrics) > 0
+            for r in candidates
         )
     front = decisions.front
     if front is not None:

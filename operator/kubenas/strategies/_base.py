@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from kubenas.pareto import augmented_chebyshev, normalised, random_weights
+from kubenas.pareto import augmented_chebyshev, random_weights, ranked
 from kubenas.space import Assignment, SearchSpace
 from kubenas.strategies.prior import Prior
 
@@ -35,26 +35,23 @@ class Observation:
 
 def fitness(finished: Sequence[Observation], rng: random.Random) -> list[Observation]:
     """The observations with ``value`` made one number to rank by, for strategies that learn
-    from a scalar: in a multi-objective search a ParEGO scalarisation of the normalised
-    objectives with weights drawn from ``rng`` (one draw per suggestion, so successive
-    suggestions aim at different parts of the front); with constraints, Deb's rule (every
-    feasible trial ranks above every infeasible one, and among those less violation is better).
-    Without either it returns ``finished`` unchanged."""
+    from a scalar. In a multi-objective search: a ParEGO scalarisation of the objectives, each
+    normalised by rank among the feasible trials, with weights drawn from ``rng`` (one draw per
+    suggestion, so successive suggestions aim at different parts of the front). With
+    constraints: Deb's rule (every feasible trial ranks above every infeasible one, and among
+    those less violation is better). Without either it returns ``finished`` unchanged."""
     multi = any(len(o.objectives) > 1 for o in finished)
     if not multi and not any(o.violation > 0 for o in finished):
         return list(finished)
     feasible = [o for o in finished if o.violation == 0 and o.value is not None]
     scalar: dict[int, float] = {}
     if multi:
-        points = [o.objectives for o in feasible if o.objectives]
-        if points:
-            ideal = tuple(max(p[i] for p in points) for i in range(len(points[0])))
-            nadir = tuple(min(p[i] for p in points) for i in range(len(points[0])))
-            weights = random_weights(rng, len(ideal))
-            for o in feasible:
-                if o.objectives:
-                    (norm,) = normalised([o.objectives], ideal, nadir)
-                    scalar[o.index] = augmented_chebyshev(norm, weights)
+        scored = [o for o in feasible if o.objectives]
+        if scored:
+            norms = ranked([o.objectives for o in scored])
+            weights = random_weights(rng, len(norms[0]))
+            for o, norm in zip(scored, norms, strict=True):
+                scalar[o.index] = augmented_chebyshev(norm, weights)
     else:
         scalar = {o.index: o.value for o in feasible if o.value is not None}
     low = min(scalar.values(), default=0.0)

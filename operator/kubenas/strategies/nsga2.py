@@ -1,10 +1,13 @@
-"""NSGA-II (Deb et al. 2002) through Optuna's ``NSGAIISampler``, rebuilt from the records.
+"""Steady-state NSGA-II (Deb et al. 2002; Durillo et al. 2009) through Optuna's sampler.
 
-Generations are what Optuna would have recorded for trials asked one after another: trial k
-belongs to generation (feasible-or-infeasible completed trials before it) // population size,
-so a restarted controller rebuilds the same parents. Parents are chosen by non-dominated rank
-and crowding distance, feasible before infeasible and less violation first (Deb's constrained
-domination), and children come from Optuna's uniform crossover and mutation.
+The first ``population_size`` finished trials are generation 0 (random). After that every
+finished trial is a generation of its own, so each new child is bred from the elite of the
+previous elite plus the newest trial (a (mu + 1) scheme): a trial costs minutes of GPU, and
+waiting for a whole generation before using what it taught wastes them. Generations are
+recomputed from the records in index order, so a restarted controller rebuilds the same
+parents. Parents are chosen by non-dominated rank and crowding distance, feasible before
+infeasible and less violation first (Deb's constrained domination); children come from
+Optuna's uniform crossover (with ``crossover_prob``) and mutation.
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import optuna
 from optuna.samplers import NSGAIISampler
+from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from kubenas.space import Assignment, SearchSpace
@@ -23,6 +28,17 @@ from kubenas.strategies._optuna import RecordStudy
 from kubenas.strategies.prior import Prior
 
 GENERATION_KEY = f"{NSGAIISampler.__name__}:generation"
+
+
+class _SteadyState(NSGAIISampler):
+    """Optuna's NSGA-II, told the generation of the trial it samples for (see the module)."""
+
+    def __init__(self, generation: int, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.generation = generation
+
+    def get_trial_generation(self, study: Study, trial: FrozenTrial) -> int:
+        return self.generation
 
 
 class Nsga2(Strategy):
@@ -38,7 +54,8 @@ class Nsga2(Strategy):
         records: RecordStudy,
         finished: Sequence[Observation],
         running: Sequence[Observation],
-    ) -> list[FrozenTrial]:
+    ) -> tuple[list[FrozenTrial], int]:
+        """The study's trials with their generations, and the generation of the next one."""
         done = {o.index: o for o in finished}
         generation, complete = 0, 0
         trials = []
@@ -47,9 +64,9 @@ class Nsga2(Strategy):
             trials.append(records.frozen(o, state, {GENERATION_KEY: generation}))
             if state == TrialState.COMPLETE:
                 complete += 1
-                if complete == self.population_size:
-                    generation, complete = generation + 1, 0
-        return trials
+                if generation > 0 or complete == self.population_size:
+                    generation += 1
+        return trials, generation
 
     def suggest(
         self,
@@ -64,15 +81,17 @@ class Nsga2(Strategy):
         if warm is not None:
             return warm
         rng = trial_rng(self.seed, index)
+        records = RecordStudy(self.space, finished)
+        trials, generation = self._trials(records, finished, running)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = NSGAIISampler(
+            sampler = _SteadyState(
+                generation,
                 population_size=self.population_size,
                 crossover_prob=self.crossover_prob,
                 seed=rng.getrandbits(31),
             )
-        records = RecordStudy(self.space, finished)
-        study = records.study(sampler, self._trials(records, finished, running))
+        study = records.study(sampler, trials)
         trial = study.ask(fixed_distributions=records.distributions)
         proposal = self.space.complete(trial.params, None)
         first = [True]
