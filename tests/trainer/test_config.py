@@ -52,6 +52,10 @@ def test_architecture_may_come_from_a_file(tmp_path: Path) -> None:
         ({"KUBENAS_DATASET": "cifar10"}, "dataset must be digits, mnist1d"),
         ({"KUBENAS_DATASET": "digits:extra"}, "dataset must be digits, mnist1d"),
         ({"KUBENAS_DEVICE": "tpu"}, "device must be"),
+        ({"KUBENAS_COSTS": "latency"}, r"costs: unknown \['latency'\]"),
+        ({"KUBENAS_CONSTRAINTS": '{"metric": "params"}'}, "constraints must be a JSON list"),
+        ({"KUBENAS_CONSTRAINTS": '[{"metric": "params"}]'}, "set min, max or both"),
+        ({"KUBENAS_CONSTRAINTS": '[{"metric": "params", "min": 2, "max": 1}]'}, "must be <= max"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(override: dict[str, str], message: str) -> None:
@@ -69,3 +73,19 @@ def test_a_whole_number_given_for_a_float_hyperparameter_becomes_a_float() -> No
     hparams = TrialConfig.from_settings(resolve_settings([], values)).hparams
     assert hparams == Hyperparameters(learning_rate=1.0, batch_size=8)
     assert isinstance(hparams.learning_rate, float) and isinstance(hparams.batch_size, int)
+
+
+def test_costs_and_constraints_are_read_as_the_api_declares_them() -> None:
+    env = {
+        **BASE_ENV,
+        "KUBENAS_COSTS": "latency_ms,peak_memory_mb",
+        "KUBENAS_CONSTRAINTS": json.dumps(
+            [{"metric": "latency_ms", "max": 5}, {"metric": "params", "min": 10}]
+        ),
+    }
+    config = TrialConfig.from_settings(resolve_settings([], env))
+    assert config.costs == ("latency_ms", "peak_memory_mb")
+    assert [(c.metric, c.min, c.max) for c in config.constraints] == [
+        ("latency_ms", None, 5.0),
+        ("params", 10.0, None),
+    ]
