@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,9 +77,14 @@ def run_job(job: dict[str, Any]) -> int:
 
 
 def serve(commands: TextIO, answers: TextIO) -> None:
+    """Run each job as it comes: say when it starts (the trial's clock starts there, not while
+    the worker was still starting up), then its exit code."""
     for line in commands:
         if line.strip():
-            code = run_job(json.loads(line))
+            job = json.loads(line)
+            answers.write(json.dumps({"started": time.time()}) + "\n")
+            answers.flush()
+            code = run_job(job)
             answers.write(json.dumps({"exit": code}) + "\n")
             answers.flush()
 

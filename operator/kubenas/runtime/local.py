@@ -176,10 +176,8 @@ class LocalRunner:
         )
         slot_env = self._slot_env(slot)
         env.update(slot_env)
-        running = transitions.started(record, time.time())
-        self.log.put(running)
         worker = self.pool.warm(slot, slot_env) if self.pool is not None else None
-        self.running[record.name] = TrialProcess.launch(
+        process = TrialProcess.launch(
             record.name,
             self.out / "trials" / record.name,
             self.spec.trial.command,
@@ -187,7 +185,19 @@ class LocalRunner:
             self._gpu(slot),
             worker=worker,
         )
+        self.running[record.name] = process
         self.display.note(f"{record.name}: started (fidelity {record.fidelity})")
+        return self._clock_started(record, process)
+
+    def _clock_started(self, record: TrialRecord, process: TrialProcess) -> TrialRecord:
+        """Running from when its process, or its warm worker, began the trial: a worker still
+        starting up (importing torch, loading data) is queue time, as a pod's start is in a
+        cluster."""
+        at = process.started_at()
+        if record.state is not TrialState.PENDING or at is None:
+            return record
+        running = transitions.started(record, at)
+        self.log.put(running)
         return running
 
     # -- following processes -------------------------------------------------------------------
@@ -197,7 +207,9 @@ class LocalRunner:
         changed = False
         metric = self.spec.objective.metric
         for name, process in list(self.running.items()):
-            record = self.log.records[name]
+            before = self.log.records[name]
+            record = self._clock_started(before, process)
+            changed = changed or record is not before
             points = [
                 (int(e["epoch"]), float(e["metrics"][metric]))
                 for e in process.new_epochs()

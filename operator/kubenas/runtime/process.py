@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,8 +55,10 @@ def end_process_group(popen: subprocess.Popen[bytes], grace: float) -> None:
 
 
 class Run(Protocol):
-    """What runs a trial: its exit code once it has ended, and a way to end it."""
+    """What runs a trial: when it started running (None: not yet), its exit code once it has
+    ended, and a way to end it."""
 
+    def started_at(self) -> float | None: ...
     def poll(self) -> int | None: ...
     def terminate(self, grace: float) -> None: ...
 
@@ -65,6 +68,10 @@ class OwnProcess:
     """The trial in a process of its own (``trial.command``), in its own process group."""
 
     popen: subprocess.Popen[bytes]
+    launched: float = field(default_factory=time.time)
+
+    def started_at(self) -> float | None:
+        return self.launched
 
     def poll(self) -> int | None:
         return self.popen.poll()
@@ -170,6 +177,10 @@ class TrialProcess:
                 return f.read().decode("utf-8", "replace").strip()
         except OSError:
             return ""
+
+    def started_at(self) -> float | None:
+        """When the trial began running; None while its warm worker is still starting up."""
+        return self.run.started_at()
 
     def poll(self) -> int | None:
         return self.run.poll()

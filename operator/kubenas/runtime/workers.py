@@ -38,14 +38,19 @@ class Worker:
             )
         self._lock = threading.Lock()
         self._answer: int | None = None
+        self._started_at: float | None = None
         self._answered = threading.Event()
         threading.Thread(target=self._read_answers, daemon=True).start()
 
     def _read_answers(self) -> None:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
+            message = json.loads(line)
             with self._lock:
-                self._answer = int(json.loads(line)["exit"])
+                if "started" in message:
+                    self._started_at = float(message["started"])
+                    continue
+                self._answer = int(message["exit"])
             self._answered.set()
 
     @property
@@ -56,6 +61,7 @@ class Worker:
         job = {"env": env, "stdout": str(stdout), "stderr": str(stderr), "cwd": os.getcwd()}
         with self._lock:
             self._answer = None
+            self._started_at = None
             self._answered.clear()
             self._trial_stderr = stderr
         assert self.popen.stdin is not None
@@ -65,6 +71,12 @@ class Worker:
         except OSError:  # the worker has just died: answer() reports how
             pass
         return WorkerRun(self)
+
+    @property
+    def started_at(self) -> float | None:
+        """When the worker began the running trial; None while it is still starting up."""
+        with self._lock:
+            return self._started_at
 
     def answer(self) -> int | None:
         """The running trial's exit code: the worker's answer, or how the worker itself ended
@@ -107,6 +119,9 @@ class WorkerRun:
 
     def poll(self) -> int | None:
         return self.worker.answer()
+
+    def started_at(self) -> float | None:
+        return self.worker.started_at
 
     def terminate(self, grace: float) -> None:
         self.worker.stop(grace)
