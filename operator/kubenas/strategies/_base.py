@@ -105,6 +105,21 @@ class Strategy(ABC):
             return None
         return next((a for a in prior.ranked if self.space.key(a) not in taken), None)
 
+    def proposal_or_near(
+        self, proposal: Assignment, rng: random.Random, taken: frozenset[str]
+    ) -> Assignment | None:
+        """A sampler's ``proposal`` when it is new, else the first new mutation of it (then
+        :meth:`first_untaken`'s fallbacks)."""
+        first = [True]
+
+        def propose(r: random.Random) -> Assignment:
+            if first[0]:
+                first[0] = False
+                return proposal
+            return self.space.mutate(proposal, r)
+
+        return self.first_untaken(propose, rng, taken)
+
     def first_untaken(
         self,
         propose: Callable[[random.Random], Assignment],

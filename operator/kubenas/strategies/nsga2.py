@@ -12,7 +12,6 @@ Optuna's uniform crossover (with ``crossover_prob``) and mutation.
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -93,13 +92,4 @@ class Nsga2(Strategy):
             )
         study = records.study(sampler, trials)
         trial = study.ask(fixed_distributions=records.distributions)
-        proposal = self.space.complete(trial.params, None)
-        first = [True]
-
-        def propose(r: random.Random) -> Assignment:
-            if first[0]:
-                first[0] = False
-                return proposal
-            return self.space.mutate(proposal, r)
-
-        return self.first_untaken(propose, rng, taken)
+        return self.proposal_or_near(self.space.complete(trial.params, None), rng, taken)

@@ -11,7 +11,6 @@ barely changes, while rebuilding the study stays well under a second at 10,000 r
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Sequence
 
@@ -74,13 +73,4 @@ class TreeParzen(Strategy):
             + [records.frozen(o, TrialState.RUNNING) for o in running],
         )
         trial = study.ask(fixed_distributions=records.distributions)
-        proposal = self.space.complete(trial.params, None)
-        first = [True]
-
-        def propose(r: random.Random) -> Assignment:
-            if first[0]:
-                first[0] = False
-                return proposal
-            return self.space.mutate(proposal, r)
-
-        return self.first_untaken(propose, rng, taken)
+        return self.proposal_or_near(self.space.complete(trial.params, None), rng, taken)
