@@ -152,3 +152,61 @@ def test_bench_nb201_refuses_a_proxy_the_table_lacks(
     args = ["bench", "nb201", "--dataset-file", str(table), "--proxy-table", str(proxies)]
     assert main([*args, "--proxies", "naswot"]) == 2
     assert "the table has no scores of naswot; it has synflow, params" in capsys.readouterr().err
+
+
+def _write_costs(path: Path) -> None:
+    """Made-up FLOPs per cell, in the JSON lines python -m kubenas_trainer.screen writes:
+    each convolution costs, so accuracy and cost pull against each other."""
+    with path.open("w") as f:
+        for cell, convs in _cells():
+            row = {"architecture": {"cell": cell}, "flops": 1e6 * (1 + convs), "params": 1.0}
+            f.write(json.dumps(row) + "\n")
+
+
+def test_bench_nb201_mo_reports_hypervolume_and_the_constrained_task_against_baselines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table, costs = tmp_path / "table.csv", tmp_path / "costs.jsonl"
+    _write_table(table)
+    _write_costs(costs)
+    code = main(
+        [
+            "bench",
+            "nb201-mo",
+            "--dataset-file",
+            str(table),
+            "--costs",
+            str(costs),
+            "--strategies",
+            "local-search",
+            "--queries",
+            "10,20",
+            "--seeds",
+            "2",
+            "--workers",
+            "1",
+            "--json",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "hypervolume of the queried cells" in out and "random-then-filter" in out
+    rows = json.loads(out.strip().splitlines()[-1])["results"]
+    got = {(r["task"], r["strategy"], r["queries"]) for r in rows}
+    assert got == {
+        (task, strategy, q)
+        for task, strategies in (
+            ("multi-objective", ("random", "local-search")),
+            ("constrained", ("random-then-filter", "local-search")),
+        )
+        for strategy in strategies
+        for q in (10, 20)
+    }
+    for r in rows:
+        if r["task"] == "multi-objective":
+            assert 0 < r["mean"] < 1  # a fraction of the unit box above the reference point
+        else:
+            assert 60 < r["mean"] < 100 and r["missing"] == 0  # a feasible test accuracy
+    # More queries never lose what fewer found: each budget is a prefix of the same search.
+    by = {(r["task"], r["strategy"], r["queries"]): r["mean"] for r in rows}
+    assert all(by[t, s, 20] >= by[t, s, 10] for t, s, _ in got)

@@ -26,8 +26,6 @@ from kubenas.strategies._base import Observation, Strategy, trial_rng
 from kubenas.strategies._optuna import RecordStudy
 from kubenas.strategies.prior import Prior
 
-GENERATION_KEY = f"{NSGAIISampler.__name__}:generation"
-
 
 class _SteadyState(NSGAIISampler):
     """Optuna's NSGA-II, told the generation of the trial it samples for (see the module)."""
@@ -38,6 +36,11 @@ class _SteadyState(NSGAIISampler):
 
     def get_trial_generation(self, study: Study, trial: FrozenTrial) -> int:
         return self.generation
+
+
+# The system attribute Optuna files each trial's generation under; it is named after the
+# sampler's class, so it must be this subclass's, or Optuna finds no population to breed from.
+GENERATION_KEY = _SteadyState._get_generation_key()
 
 
 class Nsga2(Strategy):
