@@ -30,6 +30,16 @@ class Front:
     reference: dict[str, float]
 
 
+def infeasible_count(spec: ObjectiveSpec, records: Sequence[TrialRecord]) -> int:
+    """Trials that ended with figures outside the constraints (a failed trial has none)."""
+    if not spec.constraints:
+        return 0
+    return sum(
+        r.state in (TrialState.SUCCEEDED, TrialState.STOPPED) and spec.violation(r.metrics) > 0
+        for r in records
+    )
+
+
 def reference_point(
     spec: ObjectiveSpec, objectives: Sequence[Objective], points: Sequence[tuple[float, ...]]
 ) -> tuple[float, ...] | None:

@@ -20,7 +20,7 @@ from kubenas.api.status import (
 )
 from kubenas.api.trial import to_rfc3339
 from kubenas.engine import Decisions, planner
-from kubenas.front import Front
+from kubenas.front import Front, infeasible_count
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.screening import screening_summary
 
@@ -111,9 +111,6 @@ def conditions(
     return [_condition(previous, k, s, r, m, generation, now) for k, s, r, m in states]
 
 
-ENDED_WITH_FIGURES = (TrialState.SUCCEEDED, TrialState.STOPPED)  # a failed trial has none
-
-
 def trial_counts(
     records: Sequence[TrialRecord], objective: ObjectiveSpec | None = None
 ) -> TrialCounts:
@@ -122,11 +119,7 @@ def trial_counts(
     trials outside ``objective``'s constraints are also counted as infeasible."""
     records = [r for r in records if r.role is TrialRole.CANDIDATE]
     counts = {state: sum(r.state == state for r in records) for state in TrialState}
-    infeasible = 0
-    if objective is not None and objective.constraints:
-        infeasible = sum(
-            r.state in ENDED_WITH_FIGURES and objective.violation(r.metrics) > 0 for r in records
-        )
+    infeasible = infeasible_count(objective, records) if objective is not None else 0
     queued = sum(r.queue_seconds for r in records)
     return TrialCounts(
         total=len(records),

@@ -11,7 +11,7 @@ from typing import Any
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.engine import Decisions, planner
-from kubenas.front import Front
+from kubenas.front import Front, infeasible_count
 from kubenas.runtime.front_plot import PlotPoint, plot_front
 from kubenas.screening import screening_summary
 from kubenas.transitions import INFEASIBLE
@@ -64,11 +64,7 @@ def write_outputs(
         if best.checkpoint and Path(best.checkpoint).exists():
             shutil.copyfile(best.checkpoint, out / "best-checkpoint.pt")
     if spec.objective.constraints:
-        summary["trials"]["infeasible"] = sum(
-            r.state in (TrialState.SUCCEEDED, TrialState.STOPPED)
-            and spec.objective.violation(r.metrics) > 0
-            for r in candidates
-        )
+        summary["trials"]["infeasible"] = infeasible_count(spec.objective, candidates)
     front = decisions.front
     if front is not None:
         summary["pareto"] = {
