@@ -334,6 +334,7 @@ def test_sync_check_notices_drift() -> None:
             {
                 "Experiment": ".spec.experiment",
                 "State": ".status.state",
+                "Role": ".spec.role",
                 "Reason": ".status.reason",
                 "Fidelity": ".status.fidelity",
                 "Objective": ".status.metrics.val_accuracy",
@@ -381,6 +382,7 @@ def test_experiment_status_follows_kubernetes_conventions() -> None:
         "paretoFront",
         "pareto",
         "screening",
+        "final",
         "startTime",
         "completionTime",
         "finishReason",
@@ -389,7 +391,8 @@ def test_experiment_status_follows_kubernetes_conventions() -> None:
 
 
 @pytest.mark.parametrize(
-    "field", ["searchSpace", "objective", "strategy", "seed", "fidelity", "screening"]
+    "field",
+    ["searchSpace", "objective", "strategy", "seed", "fidelity", "screening", "final", "baselines"],
 )
 def test_search_defining_fields_are_immutable(field: str) -> None:
     spec = openapi_of(load_crd("nasexperiments"))["properties"]["spec"]

@@ -318,6 +318,41 @@ class Screening(WireModel):
         return self
 
 
+MAX_BASELINES = 16
+ArchitectureName = Annotated[
+    str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+
+
+class FinalStage(WireModel):
+    """The ``final`` stage: after the search, retrain the best ``topK`` candidates (the Pareto
+    front's, spread along it, when the search is multi-objective) at ``fidelity`` on each of
+    ``seeds`` seeds, test each once, and export the model. ``approval: manual`` waits for a
+    person to release it (``kubenas approve``)."""
+
+    top_k: int = Field(default=3, ge=1, le=100)
+    fidelity: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="epochs of each final trial (unset: fidelity.max, else the default epochs)",
+    )
+    train_on: Literal["train", "train+val"] = Field(
+        default="train+val",
+        description="train+val: the validation split, used to choose, is trained on too",
+    )
+    seeds: int = Field(default=3, ge=1, le=20)
+    approval: Literal["auto", "manual"] = "auto"
+
+
+class Baseline(WireModel):
+    """A hand-designed architecture, as the trainer takes it (``KUBENAS_ARCHITECTURE``),
+    trained exactly like the final trials so the result compares like with like."""
+
+    name: ArchitectureName
+    architecture: dict[str, Any]
+
+
 class ExperimentSpec(WireModel):
     objective: Objective = Field(default_factory=Objective)
     search_space: SearchSpaceSpec
@@ -326,7 +361,15 @@ class ExperimentSpec(WireModel):
     budget: Budget
     fidelity: Fidelity | None = None
     screening: Screening | None = None
+    final: FinalStage | None = None
+    baselines: list[Baseline] = Field(default_factory=list, max_length=MAX_BASELINES)
     trial: TrialTemplate
+
+    def final_fidelity(self) -> int | None:
+        """Epochs of a final or baseline trial (None: the contract's default)."""
+        if self.final is not None and self.final.fidelity is not None:
+            return self.final.fidelity
+        return self.fidelity.max if self.fidelity is not None else None
 
     @model_validator(mode="after")
     def _builtin_trainer_reports(self) -> ExperimentSpec:
@@ -374,6 +417,35 @@ class ExperimentSpec(WireModel):
             raise field_error(
                 "screening.candidates", f"must be <= the {size} architectures of the space"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _baselines_are_networks(self) -> ExperimentSpec:
+        """Baselines are trained like the final trials, and each must be a network of the
+        space's family, or it would fail only after the whole search."""
+        if not self.baselines:
+            return self
+        if self.final is None:
+            raise field_error("baselines", "need spec.final: they are trained like final trials")
+        from kubenas.space.architectures import architecture_problems
+
+        names = [b.name for b in self.baselines]
+        problems = [
+            (f"baselines[{i}].name", f"repeats the name {name!r}")
+            for i, name in enumerate(names)
+            if name in names[:i]
+        ]
+        family = self.search_space.family
+        for i, baseline in enumerate(self.baselines):
+            where = f"baselines[{i}].architecture"
+            problems += [
+                (f"{where}.{field}" if field else where, f"{problem} (family {family})")
+                for field, problem in architecture_problems(
+                    self.search_space, baseline.architecture
+                )
+            ]
+        if problems:
+            raise field_errors(type(self).__name__, problems)
         return self
 
 

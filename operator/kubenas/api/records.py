@@ -22,10 +22,14 @@ class TrialState(StrEnum):
 
 class TrialRole(StrEnum):
     """Which stage a trial belongs to: a candidate is trained and compared; a screen trial scores
-    many architectures with zero-cost proxies before any candidate starts."""
+    many architectures with zero-cost proxies before any candidate starts; after the search a
+    final trial retrains a chosen candidate on one seed, and a baseline trial trains a
+    hand-designed network exactly as the final trials are trained."""
 
     CANDIDATE = "candidate"
     SCREEN = "screen"
+    FINAL = "final"
+    BASELINE = "baseline"
 
 
 # A screen trial's values per proxy, in the order of the screened candidates (None: undefined).
@@ -67,6 +71,11 @@ class TrialRecord(BaseModel):
     )
     device: str | None = Field(
         default=None, description="the device the trial's cost metrics were measured on"
+    )
+    source: str | None = Field(default=None, description="a final trial's candidate trial")
+    baseline: str | None = Field(default=None, description="a baseline trial's baseline name")
+    replica: int | None = Field(
+        default=None, ge=0, description="a final or baseline trial's seed number"
     )
     reason: str | None = None
     message: str | None = None

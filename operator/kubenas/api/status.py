@@ -87,6 +87,55 @@ class ScreeningStatus(WireModel):
     message: str | None = Field(default=None, description="what went wrong with the scores")
 
 
+FINAL_NETWORK_LIMIT = 116  # final.topK (at most 100) and baselines (at most 16)
+
+
+class SeedSpread(WireModel):
+    """One metric of a network over the seeds it was trained on."""
+
+    mean: float
+    std: float
+    n: int
+
+
+class FinalNetwork(WireModel):
+    """A retrained candidate (``nas``, named by its search trial) or a baseline, by name."""
+
+    name: str
+    kind: Literal["nas", "baseline"]
+    seeds: int = Field(description="seeds trained to the end")
+    failed: int = 0
+    running: int = 0
+    metrics: dict[str, SeedSpread]
+
+
+class FinalComparison(WireModel):
+    """The best retrained network against one baseline, on the held-out test metric."""
+
+    nas: str
+    baseline: str
+    metric: str
+    nas_mean: float
+    baseline_mean: float
+    difference: float
+    nas_better: bool
+
+
+class FinalStatus(WireModel):
+    """The final stage (docs/final.md): what it retrains, or waits for approval to; each
+    network over its seeds; NAS against the baselines; where the exported model is."""
+
+    state: Literal["AwaitingApproval", "Running", "Succeeded", "Failed"]
+    metric: str = Field(description="the held-out metric networks are compared on")
+    finalists: list[str] = Field(default_factory=list, max_length=100)
+    best: str | None = None
+    networks: list[FinalNetwork] = Field(default_factory=list, max_length=FINAL_NETWORK_LIMIT)
+    comparison: list[FinalComparison] = Field(default_factory=list, max_length=16)
+    export: str | None = Field(
+        default=None, description="folder of the best network's exported model"
+    )
+
+
 class ExperimentStatus(WireModel):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -95,6 +144,7 @@ class ExperimentStatus(WireModel):
     pareto_front: list[ParetoMember] | None = Field(default=None, max_length=PARETO_LIMIT)
     pareto: ParetoSummary | None = None
     screening: ScreeningStatus | None = None
+    final: FinalStatus | None = None
     start_time: str | None = None
     completion_time: str | None = None
     finish_reason: str | None = None

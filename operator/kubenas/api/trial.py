@@ -26,6 +26,9 @@ class TrialSpec(WireModel):
     key: str
     fidelity: int | None = None
     role: TrialRole = TrialRole.CANDIDATE
+    source: str | None = Field(default=None, description="a final trial's candidate trial")
+    baseline: str | None = Field(default=None, description="a baseline trial's baseline name")
+    replica: int | None = Field(default=None, ge=0, description="a final trial's seed number")
 
 
 class ScreenResult(WireModel):
@@ -103,6 +106,9 @@ def to_record(
         name=name,
         index=spec.index,
         role=spec.role,
+        source=spec.source,
+        baseline=spec.baseline,
+        replica=spec.replica,
         screen_scores=screen_scores,
         params=spec.parameters,
         key=spec.key,
