@@ -12,6 +12,7 @@ from kubenas.api.builtin_trainer import DEFAULT_EPOCHS
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialRole
 from kubenas.api.vocabulary import TIMED_COST_METRICS
+from kubenas.space import build_space
 
 SEED_MODULUS = 2**31 - 1
 
@@ -19,6 +20,30 @@ SEED_MODULUS = 2**31 - 1
 def trial_seed(experiment_seed: int, index: int) -> int:
     """Each trial's training seed, fixed by the experiment seed and the trial index."""
     return (experiment_seed * 1_000_003 + index) % SEED_MODULUS
+
+
+# Final and baseline trials on seed number r all get the seed of this index plus r, so every
+# network of the final stage is trained on the same seeds, apart from any candidate's.
+REPLICA_SEED_INDEX = 10_000_000
+
+
+def record_seed(experiment_seed: int, record: TrialRecord) -> int:
+    """A candidate's seed follows its index; a final or baseline trial's its seed number."""
+    if record.replica is not None:
+        return trial_seed(experiment_seed, REPLICA_SEED_INDEX + record.replica)
+    return trial_seed(experiment_seed, record.index)
+
+
+def record_architecture(experiment: NASExperiment, record: TrialRecord) -> dict[str, object]:
+    """What a trial trains: a baseline's named architecture, or the space's architecture of
+    the record's parameters (a screen trial scores many; its screening says which)."""
+    spec = experiment.spec
+    if record.role is TrialRole.SCREEN:
+        return {}
+    if record.role is TrialRole.BASELINE:
+        return next(dict(b.architecture) for b in spec.baselines if b.name == record.baseline)
+    space = build_space(spec.search_space)
+    return space.to_architecture(space.active(record.params))
 
 
 def trial_name(experiment: str, index: int) -> str:
@@ -49,7 +74,7 @@ def trial_environment(
         "KUBENAS_ARCHITECTURE": json.dumps(architecture, sort_keys=True, separators=(",", ":")),
         "KUBENAS_DATASET": dataset or spec.trial.dataset,
         "KUBENAS_HPARAMS": json.dumps(spec.trial.hyperparameters, sort_keys=True),
-        "KUBENAS_SEED": str(trial_seed(spec.seed, record.index)),
+        "KUBENAS_SEED": str(record_seed(spec.seed, record)),
         "KUBENAS_OBJECTIVE": spec.objective.metric,
     }
     if experiment.metadata.namespace:
@@ -67,6 +92,10 @@ def trial_environment(
             [c.model_dump(exclude_none=True) for c in spec.objective.constraints],
             separators=(",", ":"),
         )
+    if record.role in (TrialRole.FINAL, TrialRole.BASELINE) and spec.final is not None:
+        env["KUBENAS_TRAIN_ON"] = spec.final.train_on
+        if record.role is TrialRole.FINAL:
+            env["KUBENAS_EXPORT"] = "1"
     if record.role is TrialRole.SCREEN and spec.screening is not None:
         env["KUBENAS_SCREENING"] = json.dumps(screening_settings(experiment), sort_keys=True)
     for var in spec.trial.env:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.failures import explain_failures, failure_reason
+from kubenas.final import FINAL_ROLES, Approval, chosen, finalists, plan_final, wanted_trials
 from kubenas.front import Front, pareto_front
 from kubenas.schedulers import Objective, Promotion, Scheduler, Stop, make_scheduler
 from kubenas.screening import screening_prior
@@ -28,6 +29,7 @@ class FinishReason(StrEnum):
     SPACE_EXHAUSTED = "SpaceExhausted"
     TOO_MANY_FAILURES = "TooManyFailures"
     SCREENING_FAILED = "ScreeningFailed"
+    FINAL_FAILED = "FinalFailed"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class StartTrial:
     architecture: Architecture
     fidelity: int | None
     role: TrialRole = TrialRole.CANDIDATE
+    source: str | None = None
+    baseline: str | None = None
+    replica: int | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,9 @@ class Decisions:
     message: str = ""
     best: TrialRecord | None = None
     front: Front | None = None
+    # The final stage: the candidates it retrains, or would once approved.
+    finalists: tuple[TrialRecord, ...] = ()
+    awaiting_approval: bool = False
 
     @property
     def pareto(self) -> tuple[TrialRecord, ...]:
@@ -62,6 +70,7 @@ class Decisions:
         return self.finished and self.reason not in (
             FinishReason.TOO_MANY_FAILURES,
             FinishReason.SCREENING_FAILED,
+            FinishReason.FINAL_FAILED,
         )
 
 
@@ -155,20 +164,115 @@ def _screening_stage(
     return Decisions()
 
 
-def decide(spec: ExperimentSpec, records: Sequence[TrialRecord], now: float) -> Decisions:
-    """Everything that should happen next, given every trial record of the experiment."""
+def decide(
+    spec: ExperimentSpec,
+    records: Sequence[TrialRecord],
+    now: float,
+    approval: Approval | None = None,
+) -> Decisions:
+    """Everything that should happen next, given every trial record of the experiment and,
+    when its final stage waits for one, a person's approval."""
     plan = planner(spec)
-    budget = spec.budget
     everything = sorted(records, key=_by_index)
     next_index = everything[-1].index + 1 if everything else 0
     screens = [r for r in everything if r.role is TrialRole.SCREEN]
-    records = [r for r in everything if r.role is TrialRole.CANDIDATE]
+    candidates = [r for r in everything if r.role is TrialRole.CANDIDATE]
     prior: Prior | None = None
     if spec.screening is not None:
         screen = screens[-1] if screens else None
         if screen is None or screen.state is not TrialState.SUCCEEDED:
             return _screening_stage(spec, screen, next_index, now)
         prior = screening_prior(spec, plan.space, screen)
+    search = _search(spec, plan, candidates, next_index, now, prior)
+    if spec.final is None or not search.succeeded:
+        return search
+    finals = [r for r in everything if r.role in FINAL_ROLES]
+    return _final_stage(spec, plan, search, candidates, finals, next_index, now, approval)
+
+
+def _final_stage(
+    spec: ExperimentSpec,
+    plan: Planner,
+    search: Decisions,
+    candidates: Sequence[TrialRecord],
+    finals: Sequence[TrialRecord],
+    next_index: int,
+    now: float,
+    approval: Approval | None,
+) -> Decisions:
+    """After a search that finished well: retrain its finalists and train the baselines."""
+    constraints = spec.objective.violation if spec.objective.constraints else None
+    proposed = finalists(
+        spec,
+        candidates,
+        plan.objective,
+        search.pareto,
+        feasible=lambda r: constraints is None or constraints(r.metrics) == 0,
+    )
+    retrain = chosen(proposed, candidates, approval)
+    wanted = wanted_trials(spec, plan.space, retrain)
+
+    def timed_out(record: TrialRecord) -> bool:
+        deadline = timeout_deadline(spec, record)
+        return deadline is not None and now > deadline
+
+    step = plan_final(spec, wanted, finals, approval=approval, timed_out=timed_out)
+    searched = f"{search.reason}: {search.message}"
+    if step.awaiting_approval:
+        return Decisions(
+            stop=search.stop,
+            message=f"{searched}; the final stage awaits approval",
+            best=search.best,
+            front=search.front,
+            finalists=tuple(proposed),
+            awaiting_approval=True,
+        )
+    if step.done:
+        failed_all = bool(wanted) and step.trained == 0
+        return Decisions(
+            stop=search.stop,
+            finished=True,
+            reason=FinishReason.FINAL_FAILED if failed_all else search.reason,
+            message=f"{searched}; final stage: {step.trained} of {len(wanted)} trials trained",
+            best=search.best,
+            front=search.front,
+            finalists=tuple(retrain),
+        )
+    fidelity = spec.final_fidelity()
+    starts = tuple(
+        StartTrial(
+            index=next_index + offset,
+            params=trial.params,
+            key=trial.key,
+            architecture=trial.architecture,
+            fidelity=fidelity,
+            role=trial.role,
+            source=trial.source,
+            baseline=trial.baseline,
+            replica=trial.replica,
+        )
+        for offset, trial in enumerate(step.start)
+    )
+    return Decisions(
+        start=starts,
+        stop=(*search.stop, *step.stop),
+        message=f"{searched}; final stage running",
+        best=search.best,
+        front=search.front,
+        finalists=tuple(retrain),
+    )
+
+
+def _search(
+    spec: ExperimentSpec,
+    plan: Planner,
+    records: Sequence[TrialRecord],
+    next_index: int,
+    now: float,
+    prior: Prior | None,
+) -> Decisions:
+    """The search stage: candidates proposed by the strategy, run by the scheduler."""
+    budget = spec.budget
     objective = plan.objective
     objectives = (objective, *plan.extra_objectives)
     front = pareto_front(spec.objective, records, objectives) if plan.extra_objectives else None

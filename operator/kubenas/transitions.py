@@ -26,6 +26,9 @@ def created(name: str, start: StartTrial, now: float) -> TrialRecord:
         key=start.key,
         state=TrialState.PENDING,
         fidelity=start.fidelity,
+        source=start.source,
+        baseline=start.baseline,
+        replica=start.replica,
         created_at=now,
         queued_at=now,
     )

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from kubenas.api.experiment import NASExperiment
-from kubenas.api.records import TrialRecord, TrialRole
+from kubenas.api.records import TrialRecord
 from kubenas.api.trial import status_of
-from kubenas.engine import planner
+from kubenas.contract import record_architecture
 from kubenas.k8s import metrics_source, operator_metrics
 from kubenas.k8s.client import KubeApi
 from kubenas.k8s.manifests import build_job, build_trial, job_name
@@ -44,12 +44,6 @@ class ClusterEffects:
         self.trials = trials
         self.first_status: dict[str, TrialRecord] = {}
 
-    def _architecture(self, record: TrialRecord) -> dict[str, Any]:
-        if record.role is TrialRole.SCREEN:  # it scores many; the screening says which
-            return {}
-        space = planner(self.experiment.spec).space
-        return space.to_architecture(space.active(record.params))
-
     def halt(self, record: TrialRecord) -> str:
         self.api.delete_job(self.namespace, job_name(record.name, record.fidelity))
         return ""
@@ -57,7 +51,10 @@ class ClusterEffects:
     def save(self, before: TrialRecord | None, after: TrialRecord) -> None:
         if before is None:
             manifest = build_trial(
-                self.experiment_obj, self.experiment, after, self._architecture(after)
+                self.experiment_obj,
+                self.experiment,
+                after,
+                record_architecture(self.experiment, after),
             )
             stored = self.api.create_trial(manifest)
             self.trials[after.name] = stored
@@ -87,7 +84,7 @@ class ClusterEffects:
             self.experiment,
             self.trials[record.name],
             record,
-            self._architecture(record),
+            record_architecture(self.experiment, record),
             self.settings,
         )
         self.api.create_job(job)

@@ -64,6 +64,9 @@ def build_trial(
         key=record.key,
         fidelity=record.fidelity,
         role=record.role,
+        source=record.source,
+        baseline=record.baseline,
+        replica=record.replica,
     )
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

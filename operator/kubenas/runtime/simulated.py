@@ -13,6 +13,7 @@ from kubenas import transitions
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.engine import Decisions, decide
+from kubenas.final import Approval
 from kubenas.space import Assignment
 
 # value of the objective after `epoch` epochs of training `params`; None means the trial crashed
@@ -69,24 +70,26 @@ def simulate(
     on_tick: Callable[[Simulation], None] | None = None,
     initial: Sequence[TrialRecord] = (),
     costs: Costs | None = None,
+    approval: Approval | None = None,
 ) -> Simulation:
     """Run ``spec`` to the end: each tick decides, applies, then trains the oldest running trial
     one epoch (a trial without a fidelity trains a single epoch). ``initial`` records are there
     from the start (a screen trial whose scores cost nothing in a benchmark); ``costs`` gives
     each architecture's cost metrics, reported with its result or, outside the constraints,
-    instead of training it (the tick it takes is its cost check)."""
+    instead of training it (the tick it takes is its cost check); ``approval`` releases a final
+    stage that waits for one (without it, such a run ends awaiting approval)."""
     sim = Simulation(records={r.name: r for r in initial})
     metric = spec.objective.metric
     epoch_of: dict[str, int] = {}
     effects = _SimulatedEffects(sim, epoch_of)
     for tick in range(max_ticks):
         effects.tick = tick
-        decisions = decide(spec, list(sim.records.values()), now=float(tick))
+        decisions = decide(spec, list(sim.records.values()), now=float(tick), approval=approval)
         sim.decisions.append(decisions)
         transitions.apply_decisions(
             decisions, sim.records, effects, name_of=trial_name, now=float(tick)
         )
-        if decisions.finished:
+        if decisions.finished or decisions.awaiting_approval:
             return sim
         running = [r for r in sim.records.values() if r.state == TrialState.RUNNING]
         sim.peak_running = max(sim.peak_running, len(running))
