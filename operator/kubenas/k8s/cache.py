@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubenas.k8s.client import KubeApi
-from kubenas.k8s.settings import LABEL_EXPERIMENT
+from kubenas.k8s.settings import ANNOTATION_APPROVE, LABEL_EXPERIMENT
 
 Key = tuple[str, str]
 Index = Mapping[Key, Collection[dict[str, Any]]]
@@ -46,6 +46,9 @@ def _metadata(body: Mapping[str, Any]) -> dict[str, Any]:
     kept = ("name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp")
     slim = {k: meta[k] for k in kept if k in meta}
     slim["labels"] = dict(meta.get("labels") or {})
+    approval = (meta.get("annotations") or {}).get(ANNOTATION_APPROVE)
+    if approval is not None:
+        slim["annotations"] = {ANNOTATION_APPROVE: approval}
     if meta.get("deletionTimestamp"):
         slim["deletionTimestamp"] = meta["deletionTimestamp"]
     if meta.get("ownerReferences"):
@@ -65,7 +68,8 @@ def _plain(value: Any) -> Any:
 def slim_object(
     body: Mapping[str, Any], parts: Iterable[str] = ("spec", "status")
 ) -> dict[str, Any]:
-    """What a pass reads of an object: metadata without managedFields or annotations."""
+    """What a pass reads of an object: metadata without managedFields or annotations (but
+    the one a person approves a final stage with)."""
     slim: dict[str, Any] = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),

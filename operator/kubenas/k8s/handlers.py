@@ -31,6 +31,7 @@ from kubenas.k8s.client import Api
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.k8s.reconcile import ExperimentReconciler, Outcome
 from kubenas.k8s.settings import (
+    ANNOTATION_APPROVE,
     EXPERIMENTS,
     GROUP,
     LABEL_MANAGED_BY,
@@ -260,6 +261,12 @@ def _generation(body: Mapping[str, Any]) -> int:
     return int((body.get("metadata") or {}).get("generation") or 0)
 
 
+def _approval(body: Mapping[str, Any]) -> str | None:
+    """The final-stage approval annotation: a change to it (not to the spec) needs a pass."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return cast(str | None, annotations.get(ANNOTATION_APPROVE))
+
+
 def _job_finished(body: Mapping[str, Any]) -> bool:
     status = body.get("status") or {}
     if (status.get("succeeded") or 0) >= 1:
@@ -300,10 +307,11 @@ async def experiment_event(
         runner = _start_runner(state, key, body)
         runner.wake.set()
         return
+    approved = _approval(runner.body) != _approval(body)
     runner.body = slim_object(body, parts=())
     runner.cached.watched_experiment = slim_object(body)
     generation = _generation(body)
-    changed = generation != runner.generation
+    changed = generation != runner.generation or approved
     runner.generation = generation
     if runner.parked_generation is not None:
         if generation == runner.parked_generation:

@@ -26,6 +26,7 @@ from kubenas.api.status import Condition, ExperimentStatus
 from kubenas.api.trial import TrialSpec, TrialStatus, to_record
 from kubenas.contract import trial_name
 from kubenas.engine import Decisions, decide, timeout_deadline
+from kubenas.final import parse_approval
 from kubenas.k8s import metrics_source, operator_metrics
 from kubenas.k8s.act import ClusterEffects, count_run_time, delete_push_groups
 from kubenas.k8s.client import KubeApi
@@ -40,7 +41,7 @@ from kubenas.k8s.observe import (
     pods_of,
 )
 from kubenas.k8s.screen_store import read_configmap
-from kubenas.k8s.settings import OperatorSettings
+from kubenas.k8s.settings import ANNOTATION_APPROVE, OperatorSettings
 from kubenas.k8s.status import experiment_status, failed_to_run_status
 from kubenas.screening import reported_scores
 
@@ -215,7 +216,13 @@ class ExperimentReconciler:
         try:
             for name in observed.relaunch:
                 effects.launch(observed.records[name])
-            decisions = decide(experiment.spec, list(observed.records.values()), now=now)
+            annotations = body["metadata"].get("annotations") or {}
+            decisions = decide(
+                experiment.spec,
+                list(observed.records.values()),
+                now=now,
+                approval=parse_approval(annotations.get(ANNOTATION_APPROVE)),
+            )
             applied = transitions.apply_decisions(
                 decisions,
                 observed.records,

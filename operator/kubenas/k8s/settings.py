@@ -10,6 +10,9 @@ EXPERIMENTS = "nasexperiments"
 TRIALS = "nastrials"
 
 LABEL_EXPERIMENT = "kubenas.io/experiment"
+# A person releases a final stage with approval: manual: "proposed", or a comma list of the
+# candidate trials to retrain instead (docs/final.md).
+ANNOTATION_APPROVE = "kubenas.io/approve-final"
 LABEL_TRIAL = "kubenas.io/trial"
 LABEL_FIDELITY = "kubenas.io/fidelity"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"

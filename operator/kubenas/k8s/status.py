@@ -13,18 +13,24 @@ from kubenas.api.status import (
     BestTrial,
     Condition,
     ExperimentStatus,
+    FinalComparison,
+    FinalNetwork,
+    FinalStatus,
     ParetoMember,
     ParetoSummary,
     ScreeningStatus,
+    SeedSpread,
     TrialCounts,
 )
 from kubenas.api.trial import to_rfc3339
 from kubenas.engine import Decisions, planner
+from kubenas.final_results import final_results
 from kubenas.front import Front, infeasible_count
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.screening import screening_summary
 
 METRICS_AVAILABLE = "MetricsAvailable"
+AWAITING_APPROVAL = "AwaitingApproval"
 NO_PROMETHEUS = (
     "no Prometheus configured (--prometheus-url): final metrics come from termination "
     "messages, and no per-epoch progress is read"
@@ -80,10 +86,21 @@ def conditions(
     message: str,
     metrics: MetricsSnapshot,
     now: float,
+    awaiting_approval: bool | None = None,
 ) -> list[Condition]:
     """Ready/Succeeded/Failed for people and ``kubectl wait``; Reconciling/Stalled for kstatus
-    (Flux, Argo CD): Reconciling while the search runs, Stalled once it failed."""
-    if not finished:
+    (Flux, Argo CD): Reconciling while the search runs, Stalled once it failed. With a final
+    stage, AwaitingApproval says whether it waits for a person (who is not reconciling)."""
+    if awaiting_approval:
+        waits = "the final stage awaits approval (docs/final.md)"
+        states = [
+            ("Ready", "True", "AwaitingApproval", message or waits),
+            ("Succeeded", "False", "AwaitingApproval", waits),
+            ("Failed", "False", "AwaitingApproval", "no failure"),
+            ("Reconciling", "False", "AwaitingApproval", waits),
+            ("Stalled", "False", "AwaitingApproval", waits),
+        ]
+    elif not finished:
         states = [
             ("Ready", "True", "Running", message or "the search is running"),
             ("Succeeded", "False", "Running", "the search has not finished"),
@@ -108,6 +125,17 @@ def conditions(
             ("Stalled", "True", reason, message),
         ]
     states.append((METRICS_AVAILABLE, *metrics_state(previous, metrics)))
+    if awaiting_approval is not None:
+        states.append(
+            (
+                AWAITING_APPROVAL,
+                "True" if awaiting_approval else "False",
+                "AwaitingApproval" if awaiting_approval else "Released",
+                "annotate the experiment to approve: docs/final.md"
+                if awaiting_approval
+                else "the final stage needs no approval, or has it",
+            )
+        )
     return [_condition(previous, k, s, r, m, generation, now) for k, s, r, m in states]
 
 
@@ -170,6 +198,9 @@ def experiment_status(
             message=decisions.message,
             metrics=metrics,
             now=now,
+            awaiting_approval=decisions.awaiting_approval
+            if experiment.spec.final is not None
+            else None,
         ),
         trials=trial_counts(records, experiment.spec.objective),
         start_time=previous.start_time or to_rfc3339(now),
@@ -180,6 +211,54 @@ def experiment_status(
         completion_time=(previous.completion_time or to_rfc3339(now)) if finished else None,
         finish_reason=reason if finished else None,
         screening=_screening(experiment, records),
+        final=_final(experiment, records, decisions),
+    )
+
+
+def _final(
+    experiment: NASExperiment, records: Sequence[TrialRecord], decisions: Decisions
+) -> FinalStatus | None:
+    """The final stage once the search has handed it finalists (or waits to)."""
+    results = final_results(experiment.spec, records)
+    if results is None or not (decisions.finalists or results["networks"]):
+        return None
+    if decisions.awaiting_approval:
+        state = "AwaitingApproval"
+    elif not decisions.finished:
+        state = "Running"
+    else:
+        state = "Succeeded" if decisions.succeeded else "Failed"
+    best = next((n for n in results["networks"] if n["name"] == results["best"]), None)
+    checkpoint = best["checkpoint"] if best is not None else None
+    return FinalStatus(
+        state=state,
+        metric=results["metric"],
+        finalists=[r.name for r in decisions.finalists],
+        best=results["best"],
+        networks=[
+            FinalNetwork(
+                name=n["name"],
+                kind=n["kind"],
+                seeds=n["seeds"],
+                failed=n["failed"],
+                running=n["running"],
+                metrics={k: SeedSpread(**v) for k, v in n["metrics"].items()},
+            )
+            for n in results["networks"]
+        ],
+        comparison=[
+            FinalComparison(
+                nas=c["nas"],
+                baseline=c["baseline"],
+                metric=c["metric"],
+                nas_mean=c["nas_mean"],
+                baseline_mean=c["baseline_mean"],
+                difference=c["difference"],
+                nas_better=c["nas_better"],
+            )
+            for c in results["comparison"]
+        ],
+        export=checkpoint.rsplit("/", 1)[0] + "/export" if checkpoint else None,
     )
 
 
