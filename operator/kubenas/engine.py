@@ -209,7 +209,8 @@ def _final_stage(
         search.pareto,
         feasible=lambda r: constraints is None or constraints(r.metrics) == 0,
     )
-    retrain = chosen(proposed, candidates, approval)
+    started = [r for r in finals if r.role is TrialRole.FINAL]
+    retrain = chosen(proposed, candidates, approval, started)
     wanted = wanted_trials(spec, plan.space, retrain)
 
     def timed_out(record: TrialRecord) -> bool:

@@ -111,12 +111,20 @@ def chosen(
     proposed: Sequence[TrialRecord],
     candidates: Sequence[TrialRecord],
     approval: Approval | None,
+    started: Sequence[TrialRecord] = (),
 ) -> list[TrialRecord]:
-    """The proposed finalists, or the succeeded candidates a person named instead."""
-    if approval is None or not approval.trials:
-        return list(proposed)
+    """The candidates to retrain: the proposed finalists, or the succeeded candidates a person
+    named instead. Those with a final trial already (``started``) stay chosen whatever the
+    approval says now, so a changed or removed approval adds networks but never drops one."""
     by_name = {r.name: r for r in candidates if r.state is TrialState.SUCCEEDED}
-    return [by_name[name] for name in approval.trials if name in by_name]
+    begun = list(dict.fromkeys(r.source for r in started if r.source in by_name))
+    if approval is not None and approval.trials:
+        named = [name for name in approval.trials if name in by_name]
+    elif approval is None and begun and not set(begun) <= {r.name for r in proposed}:
+        named = []  # released for other candidates, and the approval is gone: keep those
+    else:
+        named = [r.name for r in proposed]
+    return [by_name[name] for name in dict.fromkeys([*begun, *named])]
 
 
 def wanted_trials(

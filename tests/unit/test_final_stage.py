@@ -263,3 +263,24 @@ def test_finalists_rank_by_fidelity_first() -> None:
     from kubenas.final import finalists
 
     assert [r.name for r in finalists(spec, records, plan.objective)] == ["t1"]
+
+
+def test_a_removed_approval_never_swaps_the_networks_being_retrained() -> None:
+    spec = _spec({"approval": "manual"})
+    waiting = simulate(spec, learning_curve)
+    records = list(waiting.records.values())
+    proposed = {r.name for r in waiting.final.finalists}
+    other = next(r.name for r in records if r.metrics and r.name not in proposed)
+    started = decide(spec, records, now=1000.0, approval=Approval(trials=(other,)))
+    applied = transitions.apply_decisions(
+        started, {r.name: r for r in records}, _Keep(), name_of=lambda i: f"sim-{i:04d}", now=1000
+    )
+    done = [
+        transitions.succeeded(r, {"val_accuracy": 0.5}, checkpoint=None, source="t", now=1001)
+        if r.state.active
+        else r
+        for r in applied.records.values()
+    ]
+    again = decide(spec, done, now=1002.0, approval=None)
+    assert {s.source for s in again.start if s.role is TrialRole.FINAL} <= {other}
+    assert [r.name for r in again.finalists] == [other]

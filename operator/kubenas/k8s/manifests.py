@@ -19,6 +19,7 @@ from kubenas.k8s.settings import (
     LABEL_EXPERIMENT,
     LABEL_FIDELITY,
     LABEL_MANAGED_BY,
+    LABEL_ROLE,
     LABEL_TRIAL,
     MANAGER,
     VERSION,
@@ -74,7 +75,11 @@ def build_trial(
         "metadata": {
             "name": record.name,
             "namespace": experiment_obj["metadata"]["namespace"],
-            "labels": {LABEL_EXPERIMENT: experiment.name, LABEL_MANAGED_BY: MANAGER},
+            "labels": {
+                LABEL_EXPERIMENT: experiment.name,
+                LABEL_MANAGED_BY: MANAGER,
+                LABEL_ROLE: record.role.value,
+            },
             "ownerReferences": [owner_reference(experiment_obj)],
         },
         "spec": spec.to_wire(),

@@ -10,6 +10,7 @@ EXPERIMENTS = "nasexperiments"
 TRIALS = "nastrials"
 
 LABEL_EXPERIMENT = "kubenas.io/experiment"
+LABEL_ROLE = "kubenas.io/role"  # on each NASTrial: kubectl get nast -l kubenas.io/role=final
 # A person releases a final stage with approval: manual: "proposed", or a comma list of the
 # candidate trials to retrain instead (docs/final.md).
 ANNOTATION_APPROVE = "kubenas.io/approve-final"
