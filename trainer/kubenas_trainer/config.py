@@ -53,6 +53,8 @@ class TrialConfig:
     checkpoint_dir: Path | None
     costs: tuple[str, ...] = ()
     constraints: tuple[Constraint, ...] = ()
+    train_on: Literal["train", "train+val"] = "train"
+    export: bool = False
 
     @classmethod
     def from_settings(cls, values: Mapping[str, str | None]) -> "TrialConfig":
@@ -69,6 +71,12 @@ class TrialConfig:
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {device!r}")
         schedule = values["schedule_epochs"]
+        train_on = values.get("train_on") or "train"
+        if train_on not in ("train", "train+val"):
+            raise ConfigError(f"train_on must be train or train+val, got {train_on!r}")
+        export = _flag(values.get("export"))
+        if export and not values["checkpoint_dir"]:
+            raise ConfigError("export needs checkpoint_dir: the export is written beside it")
         return cls(
             family=family,
             architecture=_architecture(_required(values, "architecture")),
@@ -78,12 +86,14 @@ class TrialConfig:
             hparams=parse_hyperparameters(values["hparams"] or "{}"),
             seed=_integer(values, "seed", minimum=0),
             device=device,  # type: ignore[arg-type]  # checked just above
-            compile=(values["compile"] or "0").lower() in ("1", "true", "yes"),
+            compile=_flag(values["compile"]),
             data_dir=Path(values["data_dir"] or default_data_dir()),
             resume_from=_path(values["resume_from"]),
             checkpoint_dir=_path(values["checkpoint_dir"]),
             costs=parse_costs(values.get("costs") or ""),
             constraints=parse_constraints(values.get("constraints") or "[]"),
+            train_on=train_on,  # type: ignore[arg-type]  # checked just above
+            export=export,
         )
 
 
@@ -149,6 +159,10 @@ def _architecture(text: str) -> dict[str, Any]:
     if not isinstance(decoded, dict):
         raise ConfigError("architecture must be a JSON object")
     return decoded
+
+
+def _flag(text: str | None) -> bool:
+    return (text or "0").lower() in ("1", "true", "yes")
 
 
 def _path(text: str | None) -> Path | None:

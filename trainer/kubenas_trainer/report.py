@@ -120,10 +120,12 @@ class Reporter:
         *,
         device: str | None = None,
         infeasible: Sequence[str] = (),
+        export: str | Path | None = None,
     ) -> dict[str, Any]:
         """Report the final metrics, also as the termination message; returns the summary.
         ``device`` names what cost metrics were measured on; ``infeasible`` says which
-        constraints a trial broke when it ended before training."""
+        constraints a trial broke when it ended before training; ``export`` is the folder of
+        the exported model."""
         summary: dict[str, Any] = {
             "event": "final",
             "trial": self.trial,
@@ -134,6 +136,8 @@ class Reporter:
             summary["device"] = device
         if infeasible:
             summary["infeasible"] = list(infeasible)
+        if export is not None:
+            summary["export"] = str(export)
         self._emit(summary)
         self._terminate(summary)
         return summary

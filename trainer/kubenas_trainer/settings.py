@@ -52,6 +52,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("screening", "JSON of the screen stage: score candidates instead of training one"),
     Setting("costs", "comma list of timed cost metrics to measure before training"),
     Setting("constraints", "JSON list of {metric, min, max}: end before training outside them"),
+    Setting("train_on", "train, or train+val to train on the validation split too", "train"),
+    Setting("export", "1 to export the trained model to CHECKPOINT_DIR/export", "0"),
 )
 
 

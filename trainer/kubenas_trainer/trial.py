@@ -4,16 +4,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from kubenas_trainer.checkpoint import load_checkpoint, save_checkpoint
 from kubenas_trainer.config import TrialConfig
 from kubenas_trainer.costs import measure_costs
-from kubenas_trainer.data import load_dataset
+from kubenas_trainer.data import Arrays, Splits, load_dataset
 from kubenas_trainer.device import plan_device
 from kubenas_trainer.models import build_model
 from kubenas_trainer.report import Reporter
 from kubenas_trainer.train import Trainer, to_device
+
+EXPORT_DIR = "export"
 
 
 def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
@@ -21,7 +24,8 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
 
     The test split is evaluated once, after training, and reported but never used to choose.
     Cost metrics are measured first; a network outside the constraints on them is reported with
-    its figures and never trained.
+    its figures and never trained. A final trial may train on the validation split too, and
+    exports the model it trained.
     """
     plan = plan_device(config.device)
     splits = load_dataset(config.dataset, config.data_dir)
@@ -45,7 +49,7 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         return reporter.final(costs.values, device=costs.device_name, infeasible=broken)
     trainer = Trainer(
         model,
-        to_device(splits.train, plan),
+        to_device(_training_arrays(splits, config), plan),
         config.hparams,
         config.schedule_epochs,
         plan,
@@ -77,7 +81,9 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         train_seconds += seconds
         if config.checkpoint_dir is not None:
-            checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
+            checkpoint = save_checkpoint(
+                config.checkpoint_dir, _checkpoint_state(trainer, config, splits)
+            )
         reporter.epoch(
             trainer.epoch,
             {
@@ -88,8 +94,24 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
             },
         )
     if config.checkpoint_dir is not None and checkpoint is None:
-        checkpoint = save_checkpoint(config.checkpoint_dir, _checkpoint_state(trainer, config))
+        checkpoint = save_checkpoint(
+            config.checkpoint_dir, _checkpoint_state(trainer, config, splits)
+        )
     test_loss, test_accuracy = trainer.evaluate(test)
+    exported = None
+    if config.export and config.checkpoint_dir is not None:
+        from kubenas_trainer.export import export_model  # onnx loads only for an export
+
+        exported = config.checkpoint_dir / EXPORT_DIR
+        export_model(
+            trainer.model,
+            family=config.family,
+            architecture=config.architecture,
+            sample_shape=splits.sample_shape,
+            num_classes=splits.num_classes,
+            out_dir=exported,
+            seed=config.seed,
+        )
     return reporter.final(
         {
             "val_accuracy": val_accuracy,
@@ -102,13 +124,27 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         },
         checkpoint=checkpoint,
         device=costs.device_name,
+        export=exported,
     )
 
 
-def _checkpoint_state(trainer: Trainer, config: TrialConfig) -> dict[str, Any]:
+def _training_arrays(splits: Splits, config: TrialConfig) -> Arrays:
+    """The training split, or, for ``train+val``, the training and validation splits joined."""
+    if config.train_on == "train":
+        return splits.train
+    return (
+        np.concatenate([splits.train[0], splits.val[0]]),
+        np.concatenate([splits.train[1], splits.val[1]]),
+    )
+
+
+def _checkpoint_state(trainer: Trainer, config: TrialConfig, splits: Splits) -> dict[str, Any]:
+    """The trainer's state and what rebuilds its network without the data."""
     return {
         "family": config.family,
         "architecture": config.architecture,
+        "sample_shape": list(splits.sample_shape),
+        "num_classes": splits.num_classes,
         "schedule_epochs": config.schedule_epochs,
         **trainer.state_dict(),
     }
