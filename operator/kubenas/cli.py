@@ -12,7 +12,14 @@ from typing import Any
 
 from kubenas.api import ExperimentError, load_experiment
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_AWAITING_APPROVAL = 0, 1, 2, 3
+
+
+def _exit_code(summary: dict[str, Any]) -> int:
+    """0 for a search that succeeded, 3 for one paused until its final stage is approved."""
+    if (summary.get("final") or {}).get("awaitingApproval"):
+        return EXIT_AWAITING_APPROVAL
+    return EXIT_OK if summary.get("succeeded") else EXIT_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -23,8 +30,40 @@ def _run(args: argparse.Namespace) -> int:
     runner = LocalRunner(
         experiment, out, quiet=args.quiet, cpu_slots=args.cpu_slots, reuse=not args.no_reuse
     )
-    summary = runner.run()
-    return EXIT_OK if summary.get("succeeded") else EXIT_FAILED
+    return _exit_code(runner.run())
+
+
+def _approve(args: argparse.Namespace) -> int:
+    """Release a local run's final stage, then carry the run on from its folder."""
+    from kubenas.runtime.local import LocalRunner, write_approval
+
+    out = Path(args.run_dir)
+    saved = out / "experiment.yaml"
+    if not saved.exists():
+        print(f"{out}: not a kubenas run folder (no experiment.yaml)", file=sys.stderr)
+        return EXIT_FAILED
+    experiment = load_experiment(str(saved))
+    if experiment.spec.final is None:
+        print(f"{out}: the experiment has no final stage (spec.final)", file=sys.stderr)
+        return EXIT_FAILED
+    trials = tuple(t for t in (args.trials or "").split(",") if t)
+    write_approval(out, trials)
+    runner = LocalRunner(
+        experiment, out, quiet=args.quiet, cpu_slots=args.cpu_slots, reuse=not args.no_reuse
+    )
+    return _exit_code(runner.run())
+
+
+def _export(args: argparse.Namespace) -> int:
+    from kubenas.export import ExportFailed, export_run
+
+    try:
+        written = export_run(args.source, args.format, Path(args.output), args.namespace)
+    except ExportFailed as exc:
+        print(f"kubenas export: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"wrote {written}")
+    return EXIT_OK
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -324,6 +363,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="a fresh process per trial, instead of the built-in trainer's warm workers",
     )
     run.set_defaults(func=_run)
+
+    approve = sub.add_parser(
+        "approve", help="release a local run's final stage (approval: manual) and continue it"
+    )
+    approve.add_argument("run_dir", help="the run's results folder")
+    approve.add_argument(
+        "--trials", help="comma list of candidate trials to retrain instead of the proposed ones"
+    )
+    approve.add_argument("--quiet", action="store_true", help="log lines instead of a display")
+    approve.add_argument("--cpu-slots", type=int, default=os.cpu_count() or 1)
+    approve.add_argument("--no-reuse", action="store_true", help="a fresh process per trial")
+    approve.set_defaults(func=_approve)
+
+    export = sub.add_parser(
+        "export", help="the final model of a run (RUN_DIR) or of an experiment (nasx/NAME)"
+    )
+    export.add_argument("source", help="a local results folder, or nasx/NAME on the cluster")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("-o", "--output", required=True, help="the file to write")
+    export.add_argument("-n", "--namespace", default="default")
+    export.set_defaults(func=_export)
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator")
     from kubenas.k8s.main import add_arguments

@@ -98,7 +98,7 @@ class Display:
         outcome = f"best {best['trial']} {best.get('metrics', {})}" if best else "no best trial"
         if trials["failed"]:
             outcome += f"; {explain_failures(records)}"
-        elif not summary.get("succeeded") and summary.get("message"):
+        elif summary.get("finished") and not summary.get("succeeded") and summary.get("message"):
             outcome += f"; {summary['message']}"  # e.g. the screen trial failed
         counted = f"{trials['succeeded']} succeeded, {trials['failed']} failed"
         if trials.get("infeasible"):
@@ -106,10 +106,33 @@ class Display:
         pareto = summary.get("pareto")
         if pareto:
             outcome += f"; Pareto front of {pareto['size']}"
+        final = summary.get("final")
+        if final:
+            outcome += f"; {final_outcome(final, out)}"
+        ended = "finished" if summary.get("finished") else "paused"
         self.console.print(
-            f"finished: {summary.get('reason')} - {trials['total']} trials "
+            f"{ended}: {summary.get('reason')} - {trials['total']} trials "
             f"({counted}); {outcome}; results in {out}",
             highlight=False,
             markup=False,
             soft_wrap=True,  # one line, whatever the width, for logs and scripts
         )
+
+
+def final_outcome(final: dict[str, Any], out: Any) -> str:
+    """The final stage in a phrase: what awaits approval, or the best retrained network and
+    how it did against each baseline."""
+    if final["awaitingApproval"]:
+        return (
+            f"final stage awaits approval to retrain {', '.join(final['finalists'])}: "
+            f"run kubenas approve {out}"
+        )
+    metric = final["metric"]
+    best = next((n for n in final["networks"] if n["name"] == final["best"]), None)
+    if best is None:
+        return "final stage trained no network"
+    figure = best["metrics"][metric]
+    text = f"final {best['name']} {metric} {figure['mean']:.4f} ± {figure['std']:.4f}"
+    for c in final["comparison"]:
+        text += f", {c['difference']:+.4f} vs baseline {c['baseline']}"
+    return text

@@ -8,6 +8,7 @@ an interrupted run started again with the same folder resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -22,8 +23,9 @@ from kubenas.api.builtin_trainer import runs_builtin_trainer
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import ExperimentError
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
-from kubenas.contract import trial_environment, trial_name
+from kubenas.contract import record_architecture, trial_environment, trial_name
 from kubenas.engine import Decisions, decide, planner, timeout_deadline
+from kubenas.final import Approval
 from kubenas.runtime.display import Display
 from kubenas.runtime.outputs import write_outputs
 from kubenas.runtime.process import TrialProcess
@@ -32,6 +34,21 @@ from kubenas.runtime.workers import WorkerPool
 
 POLL_SECONDS = 0.2
 REPORT_FILE = "report file"  # where a local trial's final metrics are read from
+APPROVAL_FILE = "approval.json"  # a person's release of the final stage (``kubenas approve``)
+
+
+def read_approval(out: Path) -> Approval | None:
+    """The approval ``kubenas approve`` left in a results folder, if any."""
+    path = out / APPROVAL_FILE
+    if not path.exists():
+        return None
+    trials = json.loads(path.read_text(encoding="utf-8")).get("trials") or []
+    return Approval(trials=tuple(str(t) for t in trials))
+
+
+def write_approval(out: Path, trials: tuple[str, ...]) -> None:
+    """Release the final stage of the run in ``out``: retrain ``trials`` (none: the proposed)."""
+    (out / APPROVAL_FILE).write_text(json.dumps({"trials": list(trials)}), encoding="utf-8")
 
 
 def detect_gpus() -> list[str]:
@@ -127,11 +144,6 @@ class LocalRunner:
 
     # -- effects of applied decisions (kubenas.transitions.Effects) --------------------------
 
-    def _architecture(self, record: TrialRecord) -> dict[str, Any]:
-        if record.role is TrialRole.SCREEN:  # it scores many; the screening says which
-            return {}
-        return self.plan.space.to_architecture(self.plan.space.active(record.params))
-
     def halt(self, record: TrialRecord) -> str:
         process = self.running.pop(record.name, None)
         if process is None:
@@ -172,7 +184,10 @@ class LocalRunner:
         slot = next(s for s in self.slots if s not in busy)
         self.slot_of[record.name] = slot
         env = trial_environment(
-            self.experiment, record, self._architecture(record), dataset=self.dataset
+            self.experiment,
+            record,
+            record_architecture(self.experiment, record),
+            dataset=self.dataset,
         )
         slot_env = self._slot_env(slot)
         env.update(slot_env)
@@ -286,7 +301,12 @@ class LocalRunner:
                 self._resume_interrupted()
                 while True:
                     now = time.time()
-                    decisions = decide(self.spec, list(self.log.records.values()), now=now)
+                    decisions = decide(
+                        self.spec,
+                        list(self.log.records.values()),
+                        now=now,
+                        approval=read_approval(self.out),
+                    )
                     transitions.apply_decisions(
                         decisions,
                         self.log.records,
@@ -297,7 +317,7 @@ class LocalRunner:
                     self.display.update(
                         list(self.log.records.values()), decisions, time.monotonic() - started
                     )
-                    if decisions.finished:
+                    if decisions.finished or (decisions.awaiting_approval and not self.running):
                         break
                     deadline = self._next_deadline()
                     while not self._collect():

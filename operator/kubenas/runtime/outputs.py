@@ -11,12 +11,14 @@ from typing import Any
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.engine import Decisions, planner
+from kubenas.final_results import final_results
 from kubenas.front import Front, infeasible_count
 from kubenas.runtime.front_plot import PlotPoint, plot_front
 from kubenas.screening import screening_summary
 from kubenas.transitions import INFEASIBLE
 
 REPORTED_METRICS = ("val_accuracy", "test_accuracy", "params", "flops")
+FINAL_MODEL_DIR = "final-model"  # the best retrained network's exported files
 
 
 def _metrics(record: TrialRecord, objective: str) -> dict[str, float]:
@@ -37,7 +39,9 @@ def write_outputs(
         "experiment": experiment.name,
         "finished": decisions.finished,
         "succeeded": decisions.succeeded,
-        "reason": str(decisions.reason) if decisions.reason else None,
+        "reason": str(decisions.reason)
+        if decisions.reason
+        else ("AwaitingApproval" if decisions.awaiting_approval else None),
         "message": decisions.message,
         "trials": {
             "total": len(candidates),
@@ -82,14 +86,87 @@ def write_outputs(
                 for r in front.members
             ],
         }
+    final = final_results(spec, records)
+    if final is not None:
+        summary["final"] = {
+            **final,
+            "awaitingApproval": decisions.awaiting_approval,
+            "finalists": [r.name for r in decisions.finalists],
+            "model": _copy_final_model(out, final),
+        }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     _write_tables(
         out, records, metric, space.arch_hash, summary.get("pareto"), spec.objective.metrics
     )
+    if final is not None:
+        with (out / "summary.md").open("a", encoding="utf-8") as f:
+            f.write("\n".join(_final_tables(summary["final"])) + "\n")
     _plot(out / "progress.png", records, metric, spec.objective.direction == "maximize")
     if front is not None:
         _plot_front(out / "pareto.png", experiment, candidates, front)
     return summary
+
+
+def _copy_final_model(out: Path, final: dict[str, Any]) -> str | None:
+    """Copy the best retrained network's export (its first seed's) to ``final-model/``."""
+    best = next((n for n in final["networks"] if n["name"] == final["best"]), None)
+    checkpoint = best["checkpoint"] if best is not None else None
+    exported = Path(checkpoint).parent / "export" if checkpoint else None
+    if exported is None or not exported.is_dir():
+        return None
+    target = out / FINAL_MODEL_DIR
+    shutil.copytree(exported, target, dirs_exist_ok=True)
+    return str(target)
+
+
+def _final_tables(final: dict[str, Any]) -> list[str]:
+    """summary.md's final stage: every retrained network and baseline over its seeds, then
+    the best searched network against each baseline."""
+    metric = final["metric"]
+    costs = [
+        k
+        for k in ("params", "flops", "latency_ms")
+        if any(k in n["metrics"] for n in final["networks"])
+    ]
+    lines = [
+        "",
+        f"## Final stage: trained on {final['trainOn']}, {final['seeds']} seeds each",
+        "",
+    ]
+    if final["awaitingApproval"]:
+        lines += [
+            "Awaiting approval to retrain: " + ", ".join(final["finalists"]) + ".",
+            "",
+        ]
+    lines += [
+        f"| network | kind | seeds | {metric} (mean ± std) | " + " | ".join(costs) + " |",
+        "|" + "---|" * (4 + len(costs)),
+    ]
+    for n in final["networks"]:
+        figure = n["metrics"].get(metric)
+        shown = f"{figure['mean']:.4f} ± {figure['std']:.4f}" if figure else ""
+        extra = [f"{n['metrics'][k]['mean']:.4g}" if k in n["metrics"] else "" for k in costs]
+        failed = f" ({n['failed']} failed)" if n["failed"] else ""
+        lines.append(
+            f"| {n['name']} | {n['kind']} | {n['seeds']}{failed} | {shown} | "
+            + " | ".join(extra)
+            + " |"
+        )
+    if final["comparison"]:
+        lines += ["", "### NAS vs baseline, at equal training", ""]
+        for c in final["comparison"]:
+            verdict = "better" if c["nas_better"] else "not better"
+            cost_text = "; ".join(
+                f"{k} {v['nas']:.4g} vs {v['baseline']:.4g}" for k, v in c["costs"].items()
+            )
+            lines.append(
+                f"- {c['nas']} vs {c['baseline']}: {metric} {c['nas_mean']:.4f} vs "
+                f"{c['baseline_mean']:.4f} ({c['difference']:+.4f}, {verdict})"
+                + (f"; {cost_text}" if cost_text else "")
+            )
+    if final["model"]:
+        lines += ["", f"Exported model of {final['best']}: {final['model']}/"]
+    return lines
 
 
 def _plot_front(
@@ -182,7 +259,11 @@ def _write_tables(
                 else "",
                 "params": int(r.metrics["params"]) if "params" in r.metrics else "",
                 "seconds": f"{seconds:.1f}" if seconds is not None else "",
-                "architecture": "" if screen else arch_hash(r.params),
+                "architecture": ""
+                if screen
+                else f"baseline:{r.baseline}"
+                if r.role is TrialRole.BASELINE
+                else arch_hash(r.params),
                 "reason": ": ".join(filter(None, (r.reason, r.message)))
                 if r.reason == INFEASIBLE
                 else r.reason or "",
