@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,21 @@ def test_digits_example_runs_as_written(
     best = done["status"]["bestTrial"]
     print(f"digits-cell on the cluster: best {best['name']} {best['metrics']}")
     assert best["metrics"]["test_accuracy"] >= 0.97
-    assert len(trials(k8s, namespace)) == spec["budget"]["maxTrials"]
+    roles = Counter(t["spec"]["role"] for t in trials(k8s, namespace))
+    final = spec["final"]
+    assert roles == {
+        "candidate": spec["budget"]["maxTrials"],
+        "final": final["topK"] * final["seeds"],
+        "baseline": len(spec["baselines"]) * final["seeds"],
+    }
+    # The final stage: every network on every seed, NAS against the baseline, a checked export.
+    results = done["status"]["final"]
+    print(f"digits-cell final stage: {results['networks']} {results['comparison']}")
+    assert results["state"] == "Succeeded" and len(results["networks"]) == final["topK"] + 1
+    assert all(n["seeds"] == final["seeds"] for n in results["networks"])
+    assert [c["baseline"] for c in results["comparison"]] == ["resnet"]
+    exported = Path(results["export"])
+    assert json.loads((exported / "export.json").read_text())["formats"]
+    assert (exported / "model.onnx").stat().st_size > 0
     assert seen_gpu_requests == {"1"}
     assert 1 <= peak["running"] <= min(spec["budget"]["parallelTrials"], 2)

@@ -145,7 +145,7 @@ def _final_tables(final: dict[str, Any]) -> list[str]:
     for n in final["networks"]:
         figure = n["metrics"].get(metric)
         shown = f"{figure['mean']:.4f} ± {figure['std']:.4f}" if figure else ""
-        extra = [f"{n['metrics'][k]['mean']:.4g}" if k in n["metrics"] else "" for k in costs]
+        extra = [_figure(n["metrics"][k]["mean"]) if k in n["metrics"] else "" for k in costs]
         failed = f" ({n['failed']} failed)" if n["failed"] else ""
         lines.append(
             f"| {n['name']} | {n['kind']} | {n['seeds']}{failed} | {shown} | "
@@ -157,7 +157,8 @@ def _final_tables(final: dict[str, Any]) -> list[str]:
         for c in final["comparison"]:
             verdict = "better" if c["nas_better"] else "not better"
             cost_text = "; ".join(
-                f"{k} {v['nas']:.4g} vs {v['baseline']:.4g}" for k, v in c["costs"].items()
+                f"{k} {_figure(v['nas'])} vs {_figure(v['baseline'])}"
+                for k, v in c["costs"].items()
             )
             lines.append(
                 f"- {c['nas']} vs {c['baseline']}: {metric} {c['nas_mean']:.4f} vs "
@@ -167,6 +168,11 @@ def _final_tables(final: dict[str, Any]) -> list[str]:
     if final["model"]:
         lines += ["", f"Exported model of {final['best']}: {final['model']}/"]
     return lines
+
+
+def _figure(value: float) -> str:
+    """Counts (parameters, FLOPs) in full with separators; other figures to four digits."""
+    return f"{value:,.0f}" if value >= 1000 and float(value).is_integer() else f"{value:.4g}"
 
 
 def _plot_front(
