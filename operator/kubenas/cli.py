@@ -37,21 +37,38 @@ def _approve(args: argparse.Namespace) -> int:
     """Release a local run's final stage, then carry the run on from its folder."""
     from kubenas.runtime.local import LocalRunner, write_approval
 
-    out = Path(args.run_dir)
+    trials = tuple(t.strip() for t in (args.trials or "").split(",") if t.strip())
+    out = Path(args.target)
     saved = out / "experiment.yaml"
     if not saved.exists():
-        print(f"{out}: not a kubenas run folder (no experiment.yaml)", file=sys.stderr)
-        return EXIT_FAILED
+        name = args.target.removeprefix("nasx/")
+        if "/" in name or out.is_dir():
+            print(f"{out}: not a kubenas run folder (no experiment.yaml)", file=sys.stderr)
+            return EXIT_FAILED
+        return _approve_on_cluster(name, args.namespace, trials)
     experiment = load_experiment(str(saved))
     if experiment.spec.final is None:
         print(f"{out}: the experiment has no final stage (spec.final)", file=sys.stderr)
         return EXIT_FAILED
-    trials = tuple(t for t in (args.trials or "").split(",") if t)
     write_approval(out, trials)
     runner = LocalRunner(
         experiment, out, quiet=args.quiet, cpu_slots=args.cpu_slots, reuse=not args.no_reuse
     )
     return _exit_code(runner.run())
+
+
+def _approve_on_cluster(name: str, namespace: str, trials: tuple[str, ...]) -> int:
+    from kubenas.k8s.client import load_kube_config
+    from kubenas.k8s.views import NotFound, approve
+
+    load_kube_config()
+    try:
+        approve(namespace, name, trials)
+    except NotFound as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
+    print(f"nasx/{name}: final stage approved ({', '.join(trials) or 'the proposed finalists'})")
+    return EXIT_OK
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -365,9 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     approve = sub.add_parser(
-        "approve", help="release a local run's final stage (approval: manual) and continue it"
+        "approve",
+        help="release a final stage (approval: manual): a local run continues; on the cluster, "
+        "the experiment is annotated",
     )
-    approve.add_argument("run_dir", help="the run's results folder")
+    approve.add_argument(
+        "target", help="a local run's results folder, or NAME / nasx/NAME on the cluster"
+    )
+    approve.add_argument("-n", "--namespace", default="default")
     approve.add_argument(
         "--trials", help="comma list of candidate trials to retrain instead of the proposed ones"
     )

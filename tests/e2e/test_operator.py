@@ -350,6 +350,83 @@ def test_deleting_an_experiment_removes_everything_it_made(
     )
 
 
+def test_final_stage_waits_for_approval_then_retrains_beside_the_baseline(
+    cluster: Cluster,
+    k8s: client.ApiClient,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    start_operator(namespace)
+    doc = _quick_experiment(
+        "gated",
+        tmp_path,
+        budget={"maxTrials": 4, "parallelTrials": 2},
+        final={"topK": 1, "seeds": 2, "fidelity": 2, "approval": "manual"},
+        baselines=[{"name": "hand", "architecture": {"quality": 5, "width": 64}}],
+    )
+    _apply(cluster, namespace, doc)
+    waited = kubectl(
+        cluster.bin_dir,
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=AwaitingApproval",
+        "nasx/gated",
+        "--timeout=180s",
+        check=False,
+        timeout=200,
+    )
+    assert waited.returncode == 0, waited.stderr
+    paused = experiment(k8s, namespace, "gated")
+    assert paused["status"]["final"]["state"] == "AwaitingApproval"
+    assert paused["status"]["final"]["finalists"] == [paused["status"]["bestTrial"]["name"]]
+    assert {t["spec"]["role"] for t in trials(k8s, namespace)} == {"candidate"}
+    assert condition(paused, "Reconciling")["status"] == "False"  # type: ignore[index]
+
+    approved = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", "approve", "gated", "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert approved.returncode == 0, approved.stderr
+    waited = kubectl(
+        cluster.bin_dir,
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Succeeded",
+        "nasx/gated",
+        "--timeout=180s",
+        check=False,
+        timeout=200,
+    )
+    assert waited.returncode == 0, waited.stderr
+    done = experiment(k8s, namespace, "gated")
+    assert condition(done, "AwaitingApproval")["status"] == "False"  # type: ignore[index]
+    roles = Counter(t["spec"]["role"] for t in trials(k8s, namespace))
+    assert roles == {"candidate": 4, "final": 2, "baseline": 2}
+    finals = kubectl(
+        cluster.bin_dir, "get", "nast", "-n", namespace, "-l", "kubenas.io/role=final", "-o", "name"
+    ).stdout.split()
+    assert len(finals) == 2
+    final = done["status"]["final"]
+    assert final["state"] == "Succeeded" and [c["baseline"] for c in final["comparison"]] == [
+        "hand"
+    ]
+    assert {n["kind"]: n["seeds"] for n in final["networks"]} == {"nas": 2, "baseline": 2}
+    shown = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", "get", "gated", "-n", namespace],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "vs baseline hand" in shown and "baseline " in shown
+
+
 @pytest.mark.slow
 def test_digits_example_runs_as_written(
     cluster: Cluster,

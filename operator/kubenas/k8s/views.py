@@ -10,7 +10,14 @@ from kubernetes import client
 
 from kubenas.api.trial import from_rfc3339
 from kubenas.k8s.client import Api
-from kubenas.k8s.settings import EXPERIMENTS, GROUP, LABEL_EXPERIMENT, TRIALS, VERSION
+from kubenas.k8s.settings import (
+    ANNOTATION_APPROVE,
+    EXPERIMENTS,
+    GROUP,
+    LABEL_EXPERIMENT,
+    TRIALS,
+    VERSION,
+)
 
 
 class NotFound(Exception):
@@ -67,22 +74,69 @@ def render(
     if best:
         lines.append(f"  best       {best['name']}  {metric} {best.get('objective')}")
         lines.append(f"             {json.dumps(best.get('architecture'), sort_keys=True)}")
+    final = status.get("final")
+    if final:
+        lines += [
+            f"  final      {line}" if i == 0 else f"             {line}"
+            for i, line in enumerate(_final(final))
+        ]
     for condition in status.get("conditions") or []:
         if condition.get("status") == "False" and condition.get("type") == "MetricsAvailable":
             lines.append(f"  warning    {condition.get('message')}")
     lines.append("")
-    lines.append(f"  {'TRIAL':<28}{'STATE':<11}{'FIDELITY':>9}{metric:>16}  {'QUEUE':<18}REASON")
+    lines.append(
+        f"  {'TRIAL':<28}{'ROLE':<10}{'STATE':<11}{'FIDELITY':>9}{metric:>16}  {'QUEUE':<18}REASON"
+    )
     for trial in trials:
         t_status = trial.get("status") or {}
         value = (t_status.get("metrics") or {}).get(metric)
         lines.append(
-            f"  {trial['metadata']['name']:<28}{t_status.get('state', 'Pending'):<11}"
+            f"  {trial['metadata']['name']:<28}{trial['spec'].get('role', 'candidate'):<10}"
+            f"{t_status.get('state', 'Pending'):<11}"
             f"{t_status.get('fidelity') or trial['spec'].get('fidelity') or '-'!s:>9}"
             f"{(f'{value:.4f}' if isinstance(value, int | float) else '-'):>16}"
             f"  {_queue(t_status, now if now is not None else time.time()):<18}"
             f"{t_status.get('reason') or _source(t_status)}".rstrip()
         )
     return "\n".join(lines)
+
+
+def _final(final: dict[str, Any]) -> list[str]:
+    """The final stage in a few lines: its state, each network over its seeds, NAS against
+    each baseline, and where the export is."""
+    metric = final.get("metric", "")
+    if final.get("state") == "AwaitingApproval":
+        return [
+            f"awaits approval to retrain {', '.join(final.get('finalists') or [])}",
+            f"kubenas approve NAME, or annotate {ANNOTATION_APPROVE}=proposed",
+        ]
+    lines = [str(final.get("state"))]
+    for network in final.get("networks") or []:
+        figure = (network.get("metrics") or {}).get(metric)
+        shown = f"{figure['mean']:.4f} ± {figure['std']:.4f}" if figure else "-"
+        lines.append(
+            f"{network['kind']:<9}{network['name']:<28}{metric} {shown} ({network['seeds']} seeds)"
+        )
+    for c in final.get("comparison") or []:
+        lines.append(f"{c['nas']} vs baseline {c['baseline']}: {c['difference']:+.4f} {metric}")
+    if final.get("export"):
+        lines.append(f"export {final['export']}")
+    return lines
+
+
+def approve(namespace: str, name: str, trials: tuple[str, ...]) -> None:
+    """Release an experiment's final stage: the annotation the operator reads."""
+    api = Api()
+    try:
+        if api.get_experiment(namespace, name) is None:
+            raise NotFound(f"nasexperiment {namespace}/{name} not found")
+        value = ",".join(trials) or "proposed"
+        patch = {"metadata": {"annotations": {ANNOTATION_APPROVE: value}}}
+        api.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, EXPERIMENTS, name, patch
+        )
+    finally:
+        api.close()
 
 
 def _screening(screening: dict[str, Any]) -> str:
