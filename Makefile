@@ -24,9 +24,11 @@ lint: install
 	$(PYTHON) -m ruff format --check $(LINTED)
 	$(PYTHON) -m mypy $(LINTED)
 
-# Debian packages some tests run for real: lua5.1 is the Lua dialect Argo CD embeds.
+# Debian packages some tests run for real: lua5.1 is the Lua dialect Argo CD embeds; chromium
+# opens the HTML report headless.
 system-packages:
 	@command -v lua5.1 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.1; }
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
 cluster-binaries cluster-prereqs:
 	$(DEVCLUSTER) prereqs

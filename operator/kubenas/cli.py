@@ -83,6 +83,21 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from kubenas.report import ReportError, render_report, summary_from_run
+
+    run_dir = Path(args.run_dir)
+    try:
+        experiment, records, summary = summary_from_run(run_dir)
+    except ReportError as exc:
+        print(f"kubenas report: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    output = Path(args.output) if args.output else run_dir / "report.html"
+    output.write_text(render_report(experiment, records, summary), encoding="utf-8")
+    print(f"wrote {output}")
+    return EXIT_OK
+
+
 def _operator(args: argparse.Namespace) -> int:
     from kubenas.k8s.main import run
 
@@ -406,6 +421,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="the file to write")
     export.add_argument("-n", "--namespace", default="default")
     export.set_defaults(func=_export)
+
+    report = sub.add_parser("report", help="one self-contained HTML report of a run (RUN_DIR)")
+    report.add_argument("run_dir", help="the folder kubenas run wrote")
+    report.add_argument("-o", "--output", help="the file to write (default RUN_DIR/report.html)")
+    report.set_defaults(func=_report)
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator")
     from kubenas.k8s.main import add_arguments

@@ -433,6 +433,7 @@ def test_digits_example_runs_as_written(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
 ) -> None:
     start_operator(namespace)
     spec = yaml.safe_load((REPO / "examples" / "digits-cell.yaml").read_text())["spec"]
@@ -473,7 +474,9 @@ def test_digits_example_runs_as_written(
     done = experiment(k8s, namespace, "digits-cell")
     best = done["status"]["bestTrial"]
     print(f"digits-cell on the cluster: best {best['name']} {best['metrics']}")
-    assert best["metrics"]["test_accuracy"] >= 0.97
+    # The search's best was trained 5 epochs on one seed; what a user takes away is the final
+    # stage's retrained network, judged over its seeds.
+    assert best["metrics"]["test_accuracy"] >= 0.95
     roles = Counter(t["spec"]["role"] for t in trials(k8s, namespace))
     final = spec["final"]
     assert roles == {
@@ -487,8 +490,20 @@ def test_digits_example_runs_as_written(
     assert results["state"] == "Succeeded" and len(results["networks"]) == final["topK"] + 1
     assert all(n["seeds"] == final["seeds"] for n in results["networks"])
     assert [c["baseline"] for c in results["comparison"]] == ["resnet"]
+    chosen = next(n for n in results["networks"] if n["name"] == results["best"])
+    assert chosen["metrics"]["test_accuracy"]["mean"] >= 0.97
     exported = Path(results["export"])
     assert json.loads((exported / "export.json").read_text())["formats"]
     assert (exported / "model.onnx").stat().st_size > 0
+    export = ["export", "nasx/digits-cell", "-n", namespace, "-o", str(tmp_path / "digits.onnx")]
+    copied = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", *export],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert copied.returncode == 0, copied.stderr
+    assert (tmp_path / "digits.onnx").read_bytes() == (exported / "model.onnx").read_bytes()
     assert seen_gpu_requests == {"1"}
     assert 1 <= peak["running"] <= min(spec["budget"]["parallelTrials"], 2)
