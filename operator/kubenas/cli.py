@@ -86,13 +86,25 @@ def _export(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from kubenas.report import ReportError, render_report, summary_from_run
 
-    run_dir = Path(args.run_dir)
+    source: str = args.source
     try:
-        experiment, records, summary = summary_from_run(run_dir)
+        if source.startswith("nasx/"):
+            from kubenas.k8s.report_source import summary_from_cluster
+            from kubenas.k8s.views import NotFound
+
+            try:
+                found = summary_from_cluster(args.namespace, source.removeprefix("nasx/"))
+            except NotFound as exc:
+                raise ReportError(str(exc)) from exc
+            default = Path(f"{source.removeprefix('nasx/')}-report.html")
+        else:
+            found = summary_from_run(Path(source))
+            default = Path(source) / "report.html"
     except ReportError as exc:
         print(f"kubenas report: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    output = Path(args.output) if args.output else run_dir / "report.html"
+    experiment, records, summary = found
+    output = Path(args.output) if args.output else default
     output.write_text(render_report(experiment, records, summary), encoding="utf-8")
     print(f"wrote {output}")
     return EXIT_OK
@@ -422,9 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-n", "--namespace", default="default")
     export.set_defaults(func=_export)
 
-    report = sub.add_parser("report", help="one self-contained HTML report of a run (RUN_DIR)")
-    report.add_argument("run_dir", help="the folder kubenas run wrote")
-    report.add_argument("-o", "--output", help="the file to write (default RUN_DIR/report.html)")
+    report = sub.add_parser(
+        "report", help="one self-contained HTML report of a run (RUN_DIR) or of nasx/NAME"
+    )
+    report.add_argument("source", help="the folder kubenas run wrote, or nasx/NAME on the cluster")
+    report.add_argument(
+        "-o", "--output", help="the file to write (default RUN_DIR/report.html, NAME-report.html)"
+    )
+    report.add_argument("-n", "--namespace", default="default")
     report.set_defaults(func=_report)
 
     operator = sub.add_parser("operator", help="run the Kubernetes operator")

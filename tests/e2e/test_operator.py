@@ -425,6 +425,17 @@ def test_final_stage_waits_for_approval_then_retrains_beside_the_baseline(
         check=True,
     ).stdout
     assert "vs baseline hand" in shown and "baseline " in shown
+    page = tmp_path / "gated.html"
+    reported = subprocess.run(
+        [sys.executable, "-m", "kubenas.cli", "report", "nasx/gated", "-n", namespace, "-o", page],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert reported.returncode == 0, reported.stderr
+    html = page.read_text()
+    assert "Searched networks vs baselines" in html and "hand" in html
 
 
 @pytest.mark.slow
