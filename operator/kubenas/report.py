@@ -1,5 +1,6 @@
-"""One self-contained HTML page about a finished (or paused) local run, for someone who never
-used the CLI: what was searched, what it found, how it compares with the baselines, what it cost.
+"""One self-contained HTML page about a run (local, or read back from the cluster), for someone
+who never used the CLI: what was searched, what it found, how it compares with the baselines,
+what it cost.
 """
 
 from __future__ import annotations
