@@ -247,6 +247,12 @@ def _trials_section(experiment: NASExperiment, records: Sequence[TrialRecord]) -
     resource = experiment.spec.fidelity.resource if experiment.spec.fidelity else "epochs"
     alt = f"Scatter of {y.metric} against {x_metric} for {len(points)} trials, by stage"
     caption = f"{len(points)} trials; the legend names each stage and candidate fidelity."
+    final = experiment.spec.final
+    if final is not None and final.train_on == "train+val":
+        caption += (
+            f" Final and baseline trials trained on the validation split too, so their "
+            f"{y.metric} is not held out: compare them by the test figures below."
+        )
     return _section(title, what, _figure(trials_plot(points, x, y, resource, alt), caption))
 
 

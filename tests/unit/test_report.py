@@ -249,3 +249,12 @@ def test_a_folder_without_its_trials_is_refused_by_name(nb201_run: Path, tmp_pat
         (tmp_path / name).write_bytes((nb201_run / name).read_bytes())
     with pytest.raises(ReportError, match=r"no trials\.jsonl"):
         summary_from_run(tmp_path)
+
+
+def test_the_trials_plot_warns_when_final_trials_saw_the_validation_split(
+    nb201_html: str, tmp_path: Path
+) -> None:
+    warning = "so their val_accuracy is not held out"
+    assert warning in nb201_html  # trainOn defaults to train+val
+    run = write_run(tmp_path, nb201_experiment(trainOn="train"))
+    assert warning not in render_report(*summary_from_run(run))
