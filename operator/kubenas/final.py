@@ -60,7 +60,6 @@ class FinalPlan:
     awaiting_approval: bool = False
     done: bool = False
     trained: int = 0
-    failed: int = 0
 
 
 def final_key(candidate: TrialRecord, replica: int) -> str:
@@ -183,6 +182,5 @@ def plan_final(
     missing = [t for t in wanted if t.key not in present]
     starts = tuple(missing[: max(0, slots)])
     trained = sum(1 for r in existing if r.state is TrialState.SUCCEEDED)
-    failed = sum(1 for r in existing if r.state is TrialState.FAILED)
     done = not starts and not missing and not active
-    return FinalPlan(start=starts, stop=stops, done=done, trained=trained, failed=failed)
+    return FinalPlan(start=starts, stop=stops, done=done, trained=trained)
