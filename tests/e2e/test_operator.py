@@ -74,6 +74,23 @@ def _apply(cluster: Cluster, namespace: str, doc: dict[str, Any]) -> None:
     kubectl(cluster.bin_dir, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
 
 
+def _wait_for(
+    cluster: Cluster, namespace: str, kind: str, name: str, seconds: int
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl wait --for=condition=KIND nasx/NAME``, as a user or a pipeline waits."""
+    return kubectl(
+        cluster.bin_dir,
+        "wait",
+        "-n",
+        namespace,
+        f"--for=condition={kind}",
+        f"nasx/{name}",
+        f"--timeout={seconds}s",
+        check=False,
+        timeout=seconds + 60,
+    )
+
+
 def _ledger(tmp_path: Path) -> dict[str, list[int]]:
     epochs: dict[str, list[int]] = {}
     path = tmp_path / "ledger.txt"
@@ -366,17 +383,7 @@ def test_final_stage_waits_for_approval_then_retrains_beside_the_baseline(
         baselines=[{"name": "hand", "architecture": {"quality": 5, "width": 64}}],
     )
     _apply(cluster, namespace, doc)
-    waited = kubectl(
-        cluster.bin_dir,
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=AwaitingApproval",
-        "nasx/gated",
-        "--timeout=180s",
-        check=False,
-        timeout=200,
-    )
+    waited = _wait_for(cluster, namespace, "AwaitingApproval", "gated", 180)
     assert waited.returncode == 0, waited.stderr
     paused = experiment(k8s, namespace, "gated")
     assert paused["status"]["final"]["state"] == "AwaitingApproval"
@@ -392,17 +399,7 @@ def test_final_stage_waits_for_approval_then_retrains_beside_the_baseline(
         check=False,
     )
     assert approved.returncode == 0, approved.stderr
-    waited = kubectl(
-        cluster.bin_dir,
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=Succeeded",
-        "nasx/gated",
-        "--timeout=180s",
-        check=False,
-        timeout=200,
-    )
+    waited = _wait_for(cluster, namespace, "Succeeded", "gated", 180)
     assert waited.returncode == 0, waited.stderr
     done = experiment(k8s, namespace, "gated")
     assert condition(done, "AwaitingApproval")["status"] == "False"  # type: ignore[index]
@@ -468,17 +465,7 @@ def test_digits_example_runs_as_written(
     kubectl(
         cluster.bin_dir, "apply", "-n", namespace, "-f", str(REPO / "examples" / "digits-cell.yaml")
     )
-    waited = kubectl(
-        cluster.bin_dir,
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=Succeeded",
-        "nasx/digits-cell",
-        "--timeout=1500s",
-        check=False,
-        timeout=1560,
-    )
+    waited = _wait_for(cluster, namespace, "Succeeded", "digits-cell", 1500)
     stop.set()
     watcher.join()
     assert waited.returncode == 0, waited.stderr

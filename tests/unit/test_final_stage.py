@@ -11,7 +11,7 @@ from kubenas import transitions
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.contract import record_architecture, record_seed, trial_environment
-from kubenas.engine import FinishReason, decide, planner
+from kubenas.engine import Decisions, FinishReason, decide, planner
 from kubenas.final import Approval, parse_approval
 from kubenas.final_results import final_results, held_out_metric
 from kubenas.runtime.simulated import simulate
@@ -128,18 +128,22 @@ def test_a_released_stage_goes_on_without_the_approval_it_was_released_with() ->
     records = list(waiting.records.values())
     started = decide(spec, records, now=1000.0, approval=Approval())
     assert len(started.start) == 2
+    again = decide(spec, _run_to_the_end(started, records), now=1002.0, approval=None)
+    assert not again.awaiting_approval and len(again.start) == 2
+    assert {s.key for s in again.start}.isdisjoint({s.key for s in started.start})
+
+
+def _run_to_the_end(started: Decisions, records: list[TrialRecord]) -> list[TrialRecord]:
+    """Apply ``started`` and let every trial it started succeed."""
     applied = transitions.apply_decisions(
         started, {r.name: r for r in records}, _Keep(), name_of=lambda i: f"sim-{i:04d}", now=1000
     )
-    finished = [
+    return [
         transitions.succeeded(r, {"val_accuracy": 0.5}, checkpoint=None, source="t", now=1001)
         if r.state.active
         else r
         for r in applied.records.values()
     ]
-    again = decide(spec, finished, now=1002.0, approval=None)
-    assert not again.awaiting_approval and len(again.start) == 2
-    assert {s.key for s in again.start}.isdisjoint({s.key for s in started.start})
 
 
 class _Keep:
@@ -272,15 +276,6 @@ def test_a_removed_approval_never_swaps_the_networks_being_retrained() -> None:
     proposed = {r.name for r in waiting.final.finalists}
     other = next(r.name for r in records if r.metrics and r.name not in proposed)
     started = decide(spec, records, now=1000.0, approval=Approval(trials=(other,)))
-    applied = transitions.apply_decisions(
-        started, {r.name: r for r in records}, _Keep(), name_of=lambda i: f"sim-{i:04d}", now=1000
-    )
-    done = [
-        transitions.succeeded(r, {"val_accuracy": 0.5}, checkpoint=None, source="t", now=1001)
-        if r.state.active
-        else r
-        for r in applied.records.values()
-    ]
-    again = decide(spec, done, now=1002.0, approval=None)
+    again = decide(spec, _run_to_the_end(started, records), now=1002.0, approval=None)
     assert {s.source for s in again.start if s.role is TrialRole.FINAL} <= {other}
     assert [r.name for r in again.finalists] == [other]
