@@ -7,9 +7,11 @@ One function feeds both the local summary and the experiment's status, so they n
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
+from kubenas.api.builtin_trainer import EXPORT_DIR
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.api.vocabulary import TIMED_COST_METRICS
@@ -34,9 +36,9 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
 
 
 def final_results(spec: ExperimentSpec, records: Sequence[TrialRecord]) -> dict[str, Any] | None:
-    """Per retrained candidate and per baseline: seeds trained and failed, and each metric
-    over its seeds; then the best searched network against every baseline. None without a
-    final stage."""
+    """Per retrained candidate and per baseline: seeds trained and failed, each metric over its
+    seeds, and a retrained one's export folder (its first seed's); then the best searched
+    network against every baseline. None without a final stage."""
     if spec.final is None:
         return None
     judged = held_out_metric(spec.objective.metric)
@@ -56,7 +58,11 @@ def final_results(spec: ExperimentSpec, records: Sequence[TrialRecord]) -> dict[
             for k in names
             if k == judged or k == spec.objective.metric or k in COMPARED_COSTS
         }
-        exports = [r.checkpoint for r in trained if r.checkpoint and kind == "nas"]
+        exports = [
+            str(PurePath(r.checkpoint).parent / EXPORT_DIR)
+            for r in trained
+            if r.checkpoint and kind == "nas"
+        ]
         networks.append(
             {
                 "name": name,
@@ -66,7 +72,7 @@ def final_results(spec: ExperimentSpec, records: Sequence[TrialRecord]) -> dict[
                 "failed": sum(r.state is TrialState.FAILED for r in trials),
                 "running": sum(r.state.active for r in trials),
                 "metrics": metrics,
-                "checkpoint": exports[0] if exports else None,
+                "export": exports[0] if exports else None,
             }
         )
 
@@ -111,3 +117,8 @@ def final_results(spec: ExperimentSpec, records: Sequence[TrialRecord]) -> dict[
         "networks": networks,
         "comparison": comparison,
     }
+
+
+def best_network(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The best retrained network's entry of :func:`final_results`, if any trained."""
+    return next((n for n in results["networks"] if n["name"] == results["best"]), None)

@@ -22,6 +22,7 @@ import onnxruntime
 import torch
 from torch import nn
 
+from kubenas.api.builtin_trainer import EXPORT_DIR
 from kubenas_trainer.checkpoint import load_checkpoint
 from kubenas_trainer.config import ConfigError
 from kubenas_trainer.models import build_model
@@ -240,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.load_state_dict(state["model"])
     except (ConfigError, RuntimeError) as error:
         parser.error(f"the checkpoint's network cannot be rebuilt: {error}")
-    out_dir: Path = args.out_dir or path.parent / "export"
+    out_dir: Path = args.out_dir or path.parent / EXPORT_DIR
     formats = tuple(FORMAT_FILES) if args.format == "all" else (args.format,)
     try:
         manifest = export_model(

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kubenas.api.builtin_trainer import EXPORT_DIR
 from kubenas_trainer.checkpoint import load_checkpoint, save_checkpoint
 from kubenas_trainer.config import TrialConfig
 from kubenas_trainer.costs import measure_costs
@@ -15,8 +16,6 @@ from kubenas_trainer.device import plan_device
 from kubenas_trainer.models import build_model
 from kubenas_trainer.report import Reporter
 from kubenas_trainer.train import Trainer, to_device
-
-EXPORT_DIR = "export"
 
 
 def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:

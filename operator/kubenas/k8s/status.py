@@ -24,7 +24,7 @@ from kubenas.api.status import (
 )
 from kubenas.api.trial import to_rfc3339
 from kubenas.engine import Decisions, planner
-from kubenas.final_results import final_results
+from kubenas.final_results import best_network, final_results
 from kubenas.front import Front, infeasible_count
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.screening import screening_summary
@@ -228,8 +228,7 @@ def _final(
         state = "Running"
     else:
         state = "Succeeded" if decisions.succeeded else "Failed"
-    best = next((n for n in results["networks"] if n["name"] == results["best"]), None)
-    checkpoint = best["checkpoint"] if best is not None else None
+    best = best_network(results)
     return FinalStatus(
         state=state,
         metric=results["metric"],
@@ -258,7 +257,7 @@ def _final(
             )
             for c in results["comparison"]
         ],
-        export=checkpoint.rsplit("/", 1)[0] + "/export" if checkpoint else None,
+        export=best["export"] if best is not None else None,
     )
 
 

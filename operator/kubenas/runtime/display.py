@@ -15,6 +15,7 @@ from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialState
 from kubenas.engine import Decisions
 from kubenas.failures import explain_failures
+from kubenas.final_results import best_network
 
 
 def _clock(seconds: float) -> str:
@@ -128,7 +129,7 @@ def final_outcome(final: dict[str, Any], out: Any) -> str:
             f"run kubenas approve {out}"
         )
     metric = final["metric"]
-    best = next((n for n in final["networks"] if n["name"] == final["best"]), None)
+    best = best_network(final)
     if best is None:
         return "final stage trained no network"
     figure = best["metrics"][metric]

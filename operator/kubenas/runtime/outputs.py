@@ -11,7 +11,7 @@ from typing import Any
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.engine import Decisions, planner
-from kubenas.final_results import final_results
+from kubenas.final_results import best_network, final_results
 from kubenas.front import Front, infeasible_count
 from kubenas.runtime.front_plot import PlotPoint, plot_front
 from kubenas.screening import screening_summary
@@ -109,9 +109,8 @@ def write_outputs(
 
 def _copy_final_model(out: Path, final: dict[str, Any]) -> str | None:
     """Copy the best retrained network's export (its first seed's) to ``final-model/``."""
-    best = next((n for n in final["networks"] if n["name"] == final["best"]), None)
-    checkpoint = best["checkpoint"] if best is not None else None
-    exported = Path(checkpoint).parent / "export" if checkpoint else None
+    best = best_network(final)
+    exported = Path(best["export"]) if best is not None and best["export"] else None
     if exported is None or not exported.is_dir():
         return None
     target = out / FINAL_MODEL_DIR
