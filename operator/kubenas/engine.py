@@ -201,13 +201,12 @@ def _final_stage(
     approval: Approval | None,
 ) -> Decisions:
     """After a search that finished well: retrain its finalists and train the baselines."""
-    constraints = spec.objective.violation if spec.objective.constraints else None
     proposed = finalists(
         spec,
         candidates,
         plan.objective,
         search.pareto,
-        feasible=lambda r: constraints is None or constraints(r.metrics) == 0,
+        feasible=lambda r: spec.objective.violation(r.metrics) == 0,
     )
     started = [r for r in finals if r.role is TrialRole.FINAL]
     retrain = chosen(proposed, candidates, approval, started)

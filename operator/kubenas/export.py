@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXPORT_FILES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
+from kubenas.api.builtin_trainer import EXPORT_FILES
 
 
 class ExportFailed(Exception):

@@ -22,12 +22,11 @@ import onnxruntime
 import torch
 from torch import nn
 
-from kubenas.api.builtin_trainer import EXPORT_DIR
+from kubenas.api.builtin_trainer import EXPORT_DIR, EXPORT_FILES
 from kubenas_trainer.checkpoint import load_checkpoint
 from kubenas_trainer.config import ConfigError
 from kubenas_trainer.models import build_model
 
-FORMAT_FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 STATE_DICT_FILE = "model.state_dict.pt"
 ARCHITECTURE_FILE = "architecture.json"
 REBUILD_FILE = "rebuild.py"
@@ -93,9 +92,9 @@ def export_model(
     write and return the ``export.json`` manifest. The caller's model is left as it was (device,
     layout, dtype and training mode); raises :class:`ExportError` when a format differs from the
     model by more than ``tolerance``."""
-    unknown = sorted(set(formats) - FORMAT_FILES.keys())
+    unknown = sorted(set(formats) - EXPORT_FILES.keys())
     if unknown:
-        raise ValueError(f"unknown export format {unknown}; known: {sorted(FORMAT_FILES)}")
+        raise ValueError(f"unknown export format {unknown}; known: {sorted(EXPORT_FILES)}")
     cpu_model = copy.deepcopy(model).to("cpu", torch.float32)
     cpu_model = cpu_model.to(memory_format=torch.contiguous_format).eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +114,7 @@ def export_model(
         expected = cpu_model(batch)
     checked: dict[str, Any] = {}
     for name in formats:
-        path = out_dir / FORMAT_FILES[name]
+        path = out_dir / EXPORT_FILES[name]
         if name == "torchscript":
             logits = _export_torchscript(cpu_model, batch, path)
         else:
@@ -205,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--classes", type=positive, metavar="N", help="classes (default: from the checkpoint)"
     )
-    parser.add_argument("--format", choices=(*FORMAT_FILES, "all"), default="all")
+    parser.add_argument("--format", choices=(*EXPORT_FILES, "all"), default="all")
     parser.add_argument(
         "--out-dir",
         type=Path,
@@ -242,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, RuntimeError) as error:
         parser.error(f"the checkpoint's network cannot be rebuilt: {error}")
     out_dir: Path = args.out_dir or path.parent / EXPORT_DIR
-    formats = tuple(FORMAT_FILES) if args.format == "all" else (args.format,)
+    formats = tuple(EXPORT_FILES) if args.format == "all" else (args.format,)
     try:
         manifest = export_model(
             model,
@@ -264,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {out_dir / MANIFEST_FILE}")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out_dir / FORMAT_FILES[args.format], args.output)
+        shutil.copyfile(out_dir / EXPORT_FILES[args.format], args.output)
         print(f"wrote {args.output}")
     return 0
 

@@ -18,8 +18,10 @@ BUILTIN_TRAINER_MODULE = "kubenas_trainer"
 BUILTIN_TRAINER_COMMAND = ("python", "-m", BUILTIN_TRAINER_MODULE)
 # Epochs a trial trains when the experiment has no ``fidelity`` block (the contract's default).
 DEFAULT_EPOCHS = 5
-# The folder beside a trial's checkpoint where KUBENAS_EXPORT writes the trained model.
+# The folder beside a trial's checkpoint where KUBENAS_EXPORT writes the trained model, and
+# the file each export format is written to there.
 EXPORT_DIR = "export"
+EXPORT_FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 # The final metrics the built-in trainer reports, so an objective or a constraint on any other
 # name is refused before a trial runs rather than found missing after every one.
 BUILTIN_TRAINER_METRICS = (
