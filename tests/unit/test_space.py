@@ -106,3 +106,25 @@ def test_custom_space_with_log_float_and_condition() -> None:
     assert 40 < len(small) < 110, "log scale: about a third of draws below 1e-3"
     assert space.to_architecture(samples[0]) == samples[0]
     assert space.validate({"optimizer": "adam", "lr": 5.0}) == ["lr: 5.0 is outside the space"]
+
+
+def test_choice_indices_round_trip_every_architecture_of_a_conditional_space() -> None:
+    spec = make_spec(
+        family="chain",
+        space={
+            "stages": 2,
+            "depth": {"min": 1, "max": 2},
+            "widths": [[16], [32, 64]],
+            "operations": ["conv3x3", "identity"],
+        },
+    )
+    space = _space(spec)
+    for assignment in space.grid(2):
+        choices = space.to_choices(assignment)
+        assert space.from_choices(choices) == space.active(assignment)
+    try:
+        space.from_choices([9])
+    except ValueError as error:
+        assert "stage0_depth" in str(error)
+    else:
+        raise AssertionError("an index outside the space was accepted")

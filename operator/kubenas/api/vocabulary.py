@@ -140,3 +140,14 @@ COST_METRICS = ("params", "flops", "latency_ms", "throughput", "peak_memory_mb")
 # The ones that take timed runs on the device, so they are measured only when an experiment
 # names them (params and FLOPs are always reported).
 TIMED_COST_METRICS = ("latency_ms", "throughput", "peak_memory_mb")
+
+# -- weight sharing (strategy ``oneshot``) -------------------------------------------------------
+
+# How one supernet is trained and read, per family: a differentiable relaxation that does not
+# collapse to parameter-free cells for NB201 cells (beta-DARTS), single-path one-shot with
+# uniform path sampling and an evolutionary search for chains (SPOS).
+OneshotMethod = Literal["beta-darts", "spos"]
+ONESHOT_METHODS: dict[str, tuple[OneshotMethod, ...]] = {
+    NB201_FAMILY: ("beta-darts",),
+    CHAIN_FAMILY: ("spos",),
+}

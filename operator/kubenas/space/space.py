@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,37 @@ class SearchSpace:
         return json.dumps(
             self.to_architecture(self.active(assignment)), sort_keys=True, separators=(",", ":")
         )
+
+    def to_choices(self, assignment: Mapping[str, Value]) -> list[int]:
+        """The assignment as the index of each active parameter's value in its grid, in the
+        space's order: a compact encoding (a few bytes per parameter) for termination messages.
+        Raises ValueError for a float parameter, which has no finite grid."""
+        by_name = self.by_name()
+        indices: list[int] = []
+        for name, value in self.active(assignment).items():
+            param = by_name[name]
+            if param.cardinality() is None:
+                raise ValueError(f"{name}: a float parameter has no choice index")
+            indices.append(param.grid(2).index(value))
+        return indices
+
+    def from_choices(self, indices: Sequence[int]) -> Assignment:
+        """Inverse of :meth:`to_choices`; raises ValueError when ``indices`` do not fit the space."""
+        out: Assignment = {}
+        remaining = list(indices)
+        for p in self.params:
+            if not self._is_active(p, out):
+                continue
+            if not remaining:
+                raise ValueError(f"{p.name}: missing from the choice indices")
+            index = remaining.pop(0)
+            grid = p.grid(2)
+            if p.cardinality() is None or not 0 <= index < len(grid):
+                raise ValueError(f"{p.name}: choice index {index} is outside the space")
+            out[p.name] = grid[index]
+        if remaining:
+            raise ValueError(f"{len(remaining)} choice indices more than the space has parameters")
+        return out
 
     def arch_hash(self, assignment: Mapping[str, Value]) -> str:
         """A short stable hash of the canonical encoding (labels, file names)."""
