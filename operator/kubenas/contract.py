@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from kubenas.api.builtin_trainer import DEFAULT_EPOCHS
-from kubenas.api.experiment import NASExperiment
+from kubenas.api.experiment import NASExperiment, OneshotStrategy
 from kubenas.api.records import TrialRecord, TrialRole
 from kubenas.api.vocabulary import TIMED_COST_METRICS
 from kubenas.space import build_space
@@ -36,9 +36,9 @@ def record_seed(experiment_seed: int, record: TrialRecord) -> int:
 
 def record_architecture(experiment: NASExperiment, record: TrialRecord) -> dict[str, object]:
     """What a trial trains: a baseline's named architecture, or the space's architecture of
-    the record's parameters (a screen trial scores many; its screening says which)."""
+    the record's parameters (a screen trial scores many, a supernet trial holds them all)."""
     spec = experiment.spec
-    if record.role is TrialRole.SCREEN:
+    if record.role in (TrialRole.SCREEN, TrialRole.SUPERNET):
         return {}
     if record.role is TrialRole.BASELINE:
         return next(dict(b.architecture) for b in spec.baselines if b.name == record.baseline)
@@ -80,7 +80,9 @@ def trial_environment(
     if experiment.metadata.namespace:
         env["KUBENAS_NAMESPACE"] = experiment.metadata.namespace
     env["KUBENAS_EPOCHS"] = str(record.fidelity if record.fidelity is not None else DEFAULT_EPOCHS)
-    if spec.fidelity is not None:
+    if record.role is TrialRole.SUPERNET:
+        env["KUBENAS_SUPERNET"] = json.dumps(supernet_settings(experiment), sort_keys=True)
+    elif spec.fidelity is not None:
         env["KUBENAS_SCHEDULE_EPOCHS"] = str(spec.fidelity.max)
     if record.resumed_from:
         env["KUBENAS_RESUME_FROM"] = record.resumed_from
@@ -108,6 +110,29 @@ def timed_costs(experiment: NASExperiment) -> list[str]:
     measures before training; params and FLOPs it always reports."""
     named = set(experiment.spec.objective.metrics)
     return [m for m in TIMED_COST_METRICS if m in named]
+
+
+def checkpoint_folder(record: TrialRecord) -> str:
+    """A trial's checkpoint folder under its experiment's: its own name, but the stage's for a
+    supernet, so a supernet trial started again after a failure continues the last one's
+    epochs instead of starting over."""
+    return SUPERNET_FOLDER if record.role is TrialRole.SUPERNET else record.name
+
+
+SUPERNET_FOLDER = "supernet"
+
+
+def supernet_settings(experiment: NASExperiment) -> dict[str, object]:
+    """What a supernet trial needs: the method, how many architectures to derive, and the
+    space it holds (its epochs are the trial's ``KUBENAS_EPOCHS``)."""
+    spec = experiment.spec
+    assert isinstance(spec.strategy, OneshotStrategy)
+    return {
+        "method": spec.oneshot_method(),
+        "topK": spec.strategy.top_k,
+        "seed": spec.seed,
+        "searchSpace": spec.search_space.model_dump(mode="json", by_alias=True),
+    }
 
 
 def screening_settings(experiment: NASExperiment) -> dict[str, object]:

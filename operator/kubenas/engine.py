@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kubenas.api.experiment import ExperimentSpec
+from kubenas.api.experiment import ExperimentSpec, OneshotStrategy
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.failures import explain_failures, failure_reason
 from kubenas.final import FINAL_ROLES, Approval, chosen, finalists, plan_final, wanted_trials
@@ -20,7 +20,7 @@ from kubenas.front import Front, pareto_front
 from kubenas.schedulers import Objective, Promotion, Scheduler, Stop, make_scheduler
 from kubenas.screening import screening_prior
 from kubenas.space import Architecture, Assignment, SearchSpace, build_space
-from kubenas.strategies import Observation, Prior, Strategy, make_strategy
+from kubenas.strategies import Observation, Prior, Strategy, derived_prior, make_strategy
 
 
 class FinishReason(StrEnum):
@@ -29,6 +29,7 @@ class FinishReason(StrEnum):
     SPACE_EXHAUSTED = "SpaceExhausted"
     TOO_MANY_FAILURES = "TooManyFailures"
     SCREENING_FAILED = "ScreeningFailed"
+    SUPERNET_FAILED = "SupernetFailed"
     FINAL_FAILED = "FinalFailed"
 
 
@@ -70,6 +71,7 @@ class Decisions:
         return self.finished and self.reason not in (
             FinishReason.TOO_MANY_FAILURES,
             FinishReason.SCREENING_FAILED,
+            FinishReason.SUPERNET_FAILED,
             FinishReason.FINAL_FAILED,
         )
 
@@ -164,6 +166,45 @@ def _screening_stage(
     return Decisions()
 
 
+SUPERNET_KEY = "supernet"
+
+
+def _supernet_stage(
+    spec: ExperimentSpec, supernets: Sequence[TrialRecord], next_index: int, now: float
+) -> Decisions | None:
+    """Strategy oneshot trains one supernet before any candidate: start it (again after a
+    failure, while failures stay within maxFailedTrials), wait for it and time it out. None
+    once it has succeeded: the search goes on from its derived architectures."""
+    latest = supernets[-1] if supernets else None
+    if latest is not None and latest.state is TrialState.SUCCEEDED:
+        return None
+    if latest is not None and latest.state.active:
+        deadline = timeout_deadline(spec, latest)
+        if deadline is not None and now > deadline:
+            timeout = f"ran longer than timeoutSeconds ({spec.trial.timeout_seconds})"
+            return Decisions(stop=(Stop(latest.name, "Timeout", timeout, failed=True),))
+        return Decisions()
+    failures = [r for r in supernets if r.state is TrialState.FAILED]
+    if len(failures) > spec.budget.max_failed_trials:
+        return Decisions(
+            finished=True,
+            reason=FinishReason.SUPERNET_FAILED,
+            message=f"the supernet trial failed {len(failures)} times, more than "
+            f"maxFailedTrials ({spec.budget.max_failed_trials}); the last, "
+            f"{failures[-1].name}: {failure_reason(failures[-1])}",
+        )
+    assert isinstance(spec.strategy, OneshotStrategy)
+    start = StartTrial(
+        index=next_index,
+        params={},
+        key=SUPERNET_KEY,
+        architecture={},
+        fidelity=spec.strategy.supernet_epochs,
+        role=TrialRole.SUPERNET,
+    )
+    return Decisions(start=(start,))
+
+
 def decide(
     spec: ExperimentSpec,
     records: Sequence[TrialRecord],
@@ -183,6 +224,13 @@ def decide(
         if screen is None or screen.state is not TrialState.SUCCEEDED:
             return _screening_stage(spec, screen, next_index, now)
         prior = screening_prior(spec, plan.space, screen)
+    if isinstance(spec.strategy, OneshotStrategy):
+        supernets = [r for r in everything if r.role is TrialRole.SUPERNET]
+        stage = _supernet_stage(spec, supernets, next_index, now)
+        if stage is not None:
+            return stage
+        derived = supernets[-1].derived or []
+        prior = derived_prior(plan.space, [(d.params, d.score) for d in derived])
     search = _search(spec, plan, candidates, next_index, now, prior)
     if spec.final is None or not search.succeeded:
         return search
@@ -383,6 +431,12 @@ def _search(
     if not still_active and not promotions and not starts:
         if len(records) >= budget.max_trials:
             return finish(FinishReason.BUDGET_SPENT, f"all {budget.max_trials} trials done", stops)
+        if exhausted and isinstance(spec.strategy, OneshotStrategy):
+            return finish(
+                FinishReason.BUDGET_SPENT,
+                f"all {len(records)} architectures derived from the supernet were trained",
+                stops,
+            )
         if exhausted:
             return finish(
                 FinishReason.SPACE_EXHAUSTED,

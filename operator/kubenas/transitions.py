@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kubenas.api.records import TrialRecord, TrialState
+from kubenas.api.records import DerivedArchitecture, TrialRecord, TrialState
 from kubenas.engine import Decisions, StartTrial
 from kubenas.schedulers import Promotion, Stop
 
@@ -143,6 +143,25 @@ def screened(
     return record.with_changes(
         state=TrialState.SUCCEEDED,
         screen_scores={proxy: list(values) for proxy, values in scores.items()},
+        metrics=dict(metrics),
+        reason=None,
+        message=None,
+        finished_at=now,
+    )
+
+
+def supernet_trained(
+    record: TrialRecord,
+    derived: Sequence[DerivedArchitecture],
+    *,
+    metrics: Mapping[str, float],
+    now: float,
+) -> TrialRecord:
+    """A finished supernet trial: the architectures it derived, best first, and its own
+    figures (supernet epochs, seconds)."""
+    return record.with_changes(
+        state=TrialState.SUCCEEDED,
+        derived=list(derived),
         metrics=dict(metrics),
         reason=None,
         message=None,

@@ -382,6 +382,7 @@ def test_experiment_status_follows_kubernetes_conventions() -> None:
         "paretoFront",
         "pareto",
         "screening",
+        "supernet",
         "final",
         "startTime",
         "completionTime",

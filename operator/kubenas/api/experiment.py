@@ -16,8 +16,14 @@ from kubenas.api.builtin_trainer import (
     parse_dataset,
     runs_builtin_trainer,
 )
-from kubenas.api.space import SearchSpaceSpec
-from kubenas.api.vocabulary import PROXIES, TRAINER_FAMILIES, ProxyName
+from kubenas.api.space import ChainSpace, Nb201CellSpace, SearchSpaceSpec
+from kubenas.api.vocabulary import (
+    ONESHOT_METHODS,
+    PROXIES,
+    TRAINER_FAMILIES,
+    OneshotMethod,
+    ProxyName,
+)
 
 API_VERSION = "kubenas.io/v1alpha1"
 KIND = "NASExperiment"
@@ -188,6 +194,26 @@ class Nsga2Strategy(WireModel):
     )
 
 
+MAX_ONESHOT_TOP_K = 32
+
+
+class OneshotStrategy(WireModel):
+    """Weight sharing: one supernet trial of ``supernetEpochs`` trains a network holding every
+    architecture of the space; the ``topK`` architectures derived from it are then trained as
+    ordinary candidates. ``method`` (default: the family's own) is beta-darts for nb201-cell
+    and spos for chain (docs/oneshot.md)."""
+
+    name: Literal["oneshot"]
+    method: OneshotMethod | None = None
+    supernet_epochs: int = Field(default=20, ge=1, le=10_000)
+    top_k: int = Field(
+        default=5,
+        ge=1,
+        le=MAX_ONESHOT_TOP_K,
+        description="derived architectures trained as candidates (at most maxTrials)",
+    )
+
+
 StrategySpec = Annotated[
     RandomStrategy
     | GridStrategy
@@ -196,7 +222,8 @@ StrategySpec = Annotated[
     | LocalSearchStrategy
     | BayesianStrategy
     | ReinforceStrategy
-    | Nsga2Strategy,
+    | Nsga2Strategy
+    | OneshotStrategy,
     Field(discriminator="name"),
 ]
 
@@ -417,6 +444,65 @@ class ExperimentSpec(WireModel):
             raise field_error(
                 "screening.candidates", f"must be <= the {size} architectures of the space"
             )
+        return self
+
+    def oneshot_method(self) -> str | None:
+        """The supernet method of a oneshot search (its own, else the family's), else None."""
+        if not isinstance(self.strategy, OneshotStrategy):
+            return None
+        family = self.search_space.family
+        return self.strategy.method or ONESHOT_METHODS.get(family, (None,))[0]
+
+    @model_validator(mode="after")
+    def _oneshot_can_build_a_supernet(self) -> ExperimentSpec:
+        """A supernet is the built-in trainer's, for a family it can share weights in: one
+        stem and cell count (nb201-cell), one width per stage (chain)."""
+        strategy = self.strategy
+        if not isinstance(strategy, OneshotStrategy):
+            return self
+        from kubenas.space import build_space  # kubenas.space imports this package
+
+        space = self.search_space
+        methods = ONESHOT_METHODS.get(space.family)
+        if methods is None:
+            raise field_error(
+                "strategy.name",
+                f"oneshot builds a supernet of family {' or '.join(ONESHOT_METHODS)}; "
+                f"a {space.family} space has no supernet",
+            )
+        problems: list[tuple[str, str]] = []
+        if strategy.method is not None and strategy.method not in methods:
+            problems.append(
+                ("strategy.method", f"{space.family} supernets train with {', '.join(methods)}")
+            )
+        if not runs_builtin_trainer(self.trial.command):
+            problems.append(("trial.command", "oneshot needs the built-in trainer"))
+        if self.screening is not None:
+            problems.append(("screening", "oneshot derives its candidates from the supernet"))
+        if isinstance(space, Nb201CellSpace):
+            for field, values in (
+                ("stemChannels", space.stem_channels),
+                ("cellsPerStage", space.cells_per_stage),
+            ):
+                if len(values) > 1:
+                    problems.append(
+                        (f"searchSpace.{field}", "a supernet shares weights at one value")
+                    )
+        elif isinstance(space, ChainSpace):
+            problems += [
+                (f"searchSpace.widths[{s}]", "a supernet shares weights at one width per stage")
+                for s, widths in enumerate(space.widths)
+                if len(widths) > 1
+            ]
+        size = build_space(space).size()
+        if size is not None and strategy.top_k > size:
+            problems.append(("strategy.topK", f"must be <= the {size} architectures of the space"))
+        if strategy.top_k > self.budget.max_trials:
+            problems.append(
+                ("strategy.topK", f"must be <= budget.maxTrials ({self.budget.max_trials})")
+            )
+        if problems:
+            raise field_errors(type(self).__name__, problems)
         return self
 
     @model_validator(mode="after")

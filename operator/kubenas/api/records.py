@@ -24,16 +24,29 @@ class TrialRole(StrEnum):
     """Which stage a trial belongs to: a candidate is trained and compared; a screen trial scores
     many architectures with zero-cost proxies before any candidate starts; after the search a
     final trial retrains a chosen candidate on one seed, and a baseline trial trains a
-    hand-designed network exactly as the final trials are trained."""
+    hand-designed network exactly as the final trials are trained. A supernet trial (strategy
+    ``oneshot``) trains one weight-sharing network whose derived architectures become the
+    candidates."""
 
     CANDIDATE = "candidate"
     SCREEN = "screen"
+    SUPERNET = "supernet"
     FINAL = "final"
     BASELINE = "baseline"
 
 
 # A screen trial's values per proxy, in the order of the screened candidates (None: undefined).
 ScreenScores = dict[str, list[float | None]]
+
+
+class DerivedArchitecture(BaseModel):
+    """One architecture a supernet trial derived, with its supernet score (the validation
+    accuracy of its path with the supernet's weights)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    params: dict[str, Any]
+    score: float
 
 
 class TrialRecord(BaseModel):
@@ -65,6 +78,9 @@ class TrialRecord(BaseModel):
         default=None,
         description="a screen trial's proxy values, per proxy in the order of the screened "
         "candidates (None: the proxy is undefined for that network)",
+    )
+    derived: list[DerivedArchitecture] | None = Field(
+        default=None, description="a supernet trial's derived architectures, best first"
     )
     metrics_source: str | None = Field(
         default=None, description="where the final metrics were read from"

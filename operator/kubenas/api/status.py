@@ -87,6 +87,25 @@ class ScreeningStatus(WireModel):
     message: str | None = Field(default=None, description="what went wrong with the scores")
 
 
+class SupernetStatus(WireModel):
+    """The weight-sharing stage as a user checks it: the supernet trial, its attempts and run
+    time, how many architectures it derived, and whether its scores rank the trained ones as
+    the objective does (Spearman; null below three trained)."""
+
+    method: str | None = None
+    epochs: int
+    trial: str | None = None
+    state: str
+    attempts: int | None = None
+    seconds: float | None = Field(default=None, description="the supernet trials' run time")
+    derived: int | None = None
+    best_score: float | None = Field(
+        default=None, description="supernet score of the best derived architecture"
+    )
+    trained_derived: int | None = None
+    spearman: float | None = None
+
+
 FINAL_NETWORK_LIMIT = 116  # final.topK (at most 100) and baselines (at most 16)
 
 
@@ -144,6 +163,7 @@ class ExperimentStatus(WireModel):
     pareto_front: list[ParetoMember] | None = Field(default=None, max_length=PARETO_LIMIT)
     pareto: ParetoSummary | None = None
     screening: ScreeningStatus | None = None
+    supernet: SupernetStatus | None = None
     final: FinalStatus | None = None
     start_time: str | None = None
     completion_time: str | None = None

@@ -13,7 +13,13 @@ from typing import Any
 from pydantic import Field
 
 from kubenas.api._base import WireModel
-from kubenas.api.records import ScreenScores, TrialRecord, TrialRole, TrialState
+from kubenas.api.records import (
+    DerivedArchitecture,
+    ScreenScores,
+    TrialRecord,
+    TrialRole,
+    TrialState,
+)
 
 TRIAL_KIND = "NASTrial"
 
@@ -76,6 +82,9 @@ class TrialStatus(WireModel):
     start_time: str | None = None
     completion_time: str | None = None
     screen: ScreenResult | None = None
+    derived: list[DerivedArchitecture] | None = Field(
+        default=None, description="a supernet trial's derived architectures, best first"
+    )
 
 
 def to_rfc3339(seconds: float | None) -> str | None:
@@ -110,6 +119,7 @@ def to_record(
         baseline=spec.baseline,
         replica=spec.replica,
         screen_scores=screen_scores,
+        derived=status.derived,
         params=spec.parameters,
         key=spec.key,
         state=status.state,
@@ -163,4 +173,5 @@ def status_of(
         start_time=to_rfc3339(record.started_at),
         completion_time=to_rfc3339(record.finished_at),
         screen=screen,
+        derived=record.derived,
     )

@@ -13,7 +13,7 @@ from typing import Any
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord
 from kubenas.api.trial import TRIAL_KIND, TrialSpec
-from kubenas.contract import trial_environment
+from kubenas.contract import checkpoint_folder, trial_environment
 from kubenas.k8s.settings import (
     GROUP,
     LABEL_EXPERIMENT,
@@ -157,7 +157,7 @@ def build_job(
     env = trial_environment(experiment, record, architecture)
     env["KUBENAS_NAMESPACE"] = namespace
     env["KUBENAS_CHECKPOINT_DIR"] = (
-        f"{spec.trial.checkpoint_dir.rstrip('/')}/{experiment.name}/{record.name}"
+        f"{spec.trial.checkpoint_dir.rstrip('/')}/{experiment.name}/{checkpoint_folder(record)}"
     )
     env["KUBENAS_REPORT"] = "stdout"
     if settings.pushgateway_url:

@@ -17,6 +17,7 @@ from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import ScreenScores, TrialRecord, TrialRole, TrialState
 from kubenas.api.trial import from_rfc3339
+from kubenas.engine import planner
 from kubenas.k8s.manifests import TRAINER_CONTAINER, job_name
 from kubenas.k8s.metrics_source import (
     SOURCE_PROMETHEUS,
@@ -26,6 +27,7 @@ from kubenas.k8s.metrics_source import (
     parse_termination_message,
 )
 from kubenas.k8s.settings import LABEL_TRIAL
+from kubenas.oneshot import decode_derived
 
 DETAIL_LIMIT = 1024
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
@@ -153,6 +155,13 @@ def _ended(
             )
         figures = _final_metrics(experiment, record, None, summary)[0] or {}
         return transitions.screened(record, screened, metrics=figures, now=at)
+    if record.role is TrialRole.SUPERNET:
+        figures = _final_metrics(experiment, record, None, summary)[0] or {}
+        try:
+            derived = decode_derived(planner(experiment.spec).space, summary.get("derived"))
+        except ValueError as error:
+            return transitions.failed(record, "MissingDerived", str(error), at)
+        return transitions.supernet_trained(record, derived, metrics=figures, now=at)
     metrics, source = _final_metrics(experiment, record, pushed, summary)
     metric = experiment.spec.objective.metric
     device = str(summary["device"]) if summary.get("device") else None

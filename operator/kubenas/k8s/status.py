@@ -20,6 +20,7 @@ from kubenas.api.status import (
     ParetoSummary,
     ScreeningStatus,
     SeedSpread,
+    SupernetStatus,
     TrialCounts,
 )
 from kubenas.api.trial import to_rfc3339
@@ -27,6 +28,7 @@ from kubenas.engine import Decisions, planner
 from kubenas.final_results import best_network, final_results
 from kubenas.front import Front, infeasible_count
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
+from kubenas.oneshot import supernet_summary
 from kubenas.screening import screening_summary
 
 METRICS_AVAILABLE = "MetricsAvailable"
@@ -211,6 +213,7 @@ def experiment_status(
         completion_time=(previous.completion_time or to_rfc3339(now)) if finished else None,
         finish_reason=reason if finished else None,
         screening=_screening(experiment, records),
+        supernet=_supernet(experiment, records),
         final=_final(experiment, records, decisions),
     )
 
@@ -269,6 +272,11 @@ def _pareto(front: Front | None) -> ParetoSummary | None:
         hypervolume=None if front.hypervolume is None else round(front.hypervolume, 6),
         reference_point=front.reference,
     )
+
+
+def _supernet(experiment: NASExperiment, records: Sequence[TrialRecord]) -> SupernetStatus | None:
+    summary = supernet_summary(experiment.spec, planner(experiment.spec).space, records)
+    return SupernetStatus.model_validate(summary) if summary is not None else None
 
 
 def _screening(experiment: NASExperiment, records: Sequence[TrialRecord]) -> ScreeningStatus | None:

@@ -18,6 +18,7 @@ from kubenas.k8s.settings import (
     TRIALS,
     VERSION,
 )
+from kubenas.oneshot import supernet_line
 
 
 class NotFound(Exception):
@@ -70,6 +71,9 @@ def render(
     screening = status.get("screening")
     if screening:
         lines.append(f"  screening  {_screening(screening)}")
+    supernet = status.get("supernet")
+    if supernet:
+        lines.append(f"  supernet   {supernet_line(supernet)}")
     best = status.get("bestTrial")
     if best:
         lines.append(f"  best       {best['name']}  {metric} {best.get('objective')}")

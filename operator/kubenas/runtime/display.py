@@ -16,6 +16,7 @@ from kubenas.api.records import TrialRecord, TrialState
 from kubenas.engine import Decisions
 from kubenas.failures import explain_failures
 from kubenas.final_results import best_network
+from kubenas.oneshot import supernet_line
 
 
 def _clock(seconds: float) -> str:
@@ -107,6 +108,9 @@ class Display:
         pareto = summary.get("pareto")
         if pareto:
             outcome += f"; Pareto front of {pareto['size']}"
+        supernet = summary.get("supernet")
+        if supernet:
+            outcome += f"; supernet {supernet_line(supernet)}"
         final = summary.get("final")
         if final:
             outcome += f"; {final_outcome(final, out)}"

@@ -23,9 +23,10 @@ from kubenas.api.builtin_trainer import runs_builtin_trainer
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import ExperimentError
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
-from kubenas.contract import record_architecture, trial_environment, trial_name
+from kubenas.contract import checkpoint_folder, record_architecture, trial_environment, trial_name
 from kubenas.engine import Decisions, decide, planner, timeout_deadline
 from kubenas.final import Approval
+from kubenas.oneshot import decode_derived
 from kubenas.runtime.display import Display
 from kubenas.runtime.outputs import write_outputs
 from kubenas.runtime.process import TrialProcess
@@ -199,6 +200,7 @@ class LocalRunner:
             env,
             self._gpu(slot),
             worker=worker,
+            checkpoint_dir=self.out / "trials" / checkpoint_folder(record) / "checkpoint",
         )
         self.running[record.name] = process
         self.display.note(f"{record.name}: started (fidelity {record.fidelity})")
@@ -251,6 +253,10 @@ class LocalRunner:
             reason = f"exit code {code}" if code != 0 else "no final metrics reported"
             return transitions.failed(record, "Crashed", f"{reason}\n{process.stderr_tail()}", now)
         numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if record.role is TrialRole.SUPERNET:
+            return self._supernet_trained(
+                record, summary.get("derived") if summary else None, numbers, now
+            )
         if record.role is TrialRole.SCREEN:
             scores = process.screen_scores()
             if scores is None:
@@ -277,6 +283,17 @@ class LocalRunner:
             now=now,
             device=device,
         )
+
+    def _supernet_trained(
+        self, record: TrialRecord, reported: object, numbers: dict[str, float], now: float
+    ) -> TrialRecord:
+        """A supernet trial's end: the architectures it derived, or a failure saying why not."""
+        try:
+            derived = decode_derived(self.plan.space, reported)
+        except ValueError as error:
+            return transitions.failed(record, "MissingDerived", str(error), now)
+        self.display.note(f"{record.name}: derived {len(derived)} architectures")
+        return transitions.supernet_trained(record, derived, metrics=numbers, now=now)
 
     def _next_deadline(self) -> float | None:
         """The earliest moment a running trial times out (the engine decides it then)."""

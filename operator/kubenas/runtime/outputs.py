@@ -13,6 +13,7 @@ from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.engine import Decisions, planner
 from kubenas.final_results import best_network, final_results
 from kubenas.front import Front, infeasible_count
+from kubenas.oneshot import supernet_summary
 from kubenas.runtime.front_plot import PlotPoint, plot_front
 from kubenas.screening import screening_summary
 from kubenas.transitions import INFEASIBLE
@@ -55,6 +56,9 @@ def write_outputs(
     screening = screening_summary(spec, space, records)
     if screening is not None:
         summary["screening"] = screening
+    supernet = supernet_summary(spec, space, records)
+    if supernet is not None:
+        summary["supernet"] = supernet
     if best is not None:
         architecture = space.to_architecture(space.active(best.params))
         summary["best"] = {

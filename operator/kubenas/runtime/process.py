@@ -106,9 +106,11 @@ class TrialProcess:
         env: dict[str, str],
         gpu: str | None,
         worker: Worker | None = None,
+        checkpoint_dir: Path | None = None,
     ) -> TrialProcess:
         """Start the trial: in ``worker`` when given (the built-in trainer, warm), else as
-        ``command`` in a process of its own. Either way it writes the same files."""
+        ``command`` in a process of its own. Either way it writes the same files; checkpoints
+        go to ``checkpoint_dir``, by default ``directory/checkpoint``."""
         directory.mkdir(parents=True, exist_ok=True)
         termination = directory / "termination.json"
         termination.unlink(missing_ok=True)
@@ -118,7 +120,7 @@ class TrialProcess:
             **env,
             "KUBENAS_REPORT": f"jsonl:{report}",
             "KUBENAS_TERMINATION_MESSAGE_PATH": str(termination),
-            "KUBENAS_CHECKPOINT_DIR": str(directory / "checkpoint"),
+            "KUBENAS_CHECKPOINT_DIR": str(checkpoint_dir or directory / "checkpoint"),
         }
         stdout, stderr = directory / "stdout.log", directory / "stderr.log"
         if worker is not None:

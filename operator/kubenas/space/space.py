@@ -95,7 +95,7 @@ class SearchSpace:
         return indices
 
     def from_choices(self, indices: Sequence[int]) -> Assignment:
-        """Inverse of :meth:`to_choices`; raises ValueError when ``indices`` do not fit the space."""
+        """Inverse of :meth:`to_choices`; ValueError when ``indices`` do not fit the space."""
         out: Assignment = {}
         remaining = list(indices)
         for p in self.params:

@@ -6,6 +6,7 @@ from kubenas.api.experiment import (
     GridStrategy,
     LocalSearchStrategy,
     Nsga2Strategy,
+    OneshotStrategy,
     ReinforceStrategy,
     StrategySpec,
     TpeStrategy,
@@ -15,6 +16,7 @@ from kubenas.strategies._base import Observation, Strategy, trial_rng
 from kubenas.strategies.evolution import RegularizedEvolution
 from kubenas.strategies.grid import GridSearch
 from kubenas.strategies.local_search import LocalSearch
+from kubenas.strategies.oneshot import DerivedCandidates, derived_prior
 from kubenas.strategies.predictor import PredictorGuidedSearch
 from kubenas.strategies.prior import Prior
 from kubenas.strategies.random_search import RandomSearch
@@ -30,6 +32,8 @@ STRATEGY_NAMES = (
     "reinforce",
     "nsga2",
 )
+# Strategy ``oneshot`` is not among them: its candidates come from a supernet trial, not from
+# proposals (tests/unit/test_oneshot.py holds it to the same contract).
 
 
 def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy:
@@ -51,9 +55,19 @@ def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy
         from kubenas.strategies.nsga2 import Nsga2  # optuna is slow to import
 
         return Nsga2(space, seed, spec.population_size, spec.crossover_prob)
+    if isinstance(spec, OneshotStrategy):
+        return DerivedCandidates(space, seed)
     if isinstance(spec, ReinforceStrategy):
         return Reinforce(space, seed, spec.learning_rate, spec.baseline_momentum)
     return RandomSearch(space, seed)
 
 
-__all__ = ["STRATEGY_NAMES", "Observation", "Prior", "Strategy", "make_strategy", "trial_rng"]
+__all__ = [
+    "STRATEGY_NAMES",
+    "Observation",
+    "Prior",
+    "Strategy",
+    "derived_prior",
+    "make_strategy",
+    "trial_rng",
+]
