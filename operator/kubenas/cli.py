@@ -374,6 +374,28 @@ def _bench_suggest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_oneshot(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from kubenas.bench.oneshot import compare, format_report, ranking_check
+
+    experiment = Path(args.experiment)
+    load_experiment(experiment)  # refuse an invalid experiment before any training
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    with tempfile.TemporaryDirectory(prefix="kubenas-oneshot-") as work:
+        out = Path(args.out) if args.out else Path(work)
+        ranking = (
+            ranking_check(experiment, args.architectures, args.data_dir)
+            if args.architectures
+            else None
+        )
+        comparison = compare(experiment, out, strategies, args.max_trials)
+    print(format_report(ranking, comparison))
+    if args.json:
+        print(json.dumps({"ranking": ranking, "comparison": comparison}))
+    return 0
+
+
 def _bench_operator(args: argparse.Namespace) -> int:
     from kubenas.bench.operator import format_table, measure
 
@@ -526,6 +548,20 @@ def build_parser() -> argparse.ArgumentParser:
     startup.add_argument("--cpu-slots", type=int, default=os.cpu_count() or 1)
     startup.add_argument("--json", action="store_true", help="last line: JSON results")
     startup.set_defaults(func=_bench_startup)
+
+    oneshot = bench.add_parser(
+        "oneshot", help="a oneshot experiment's supernet ranking, and its result against cost"
+    )
+    oneshot.add_argument("experiment", help="a NASExperiment with strategy oneshot")
+    oneshot.add_argument(
+        "--architectures", type=int, default=30, help="sampled for Kendall tau (0: skip)"
+    )
+    oneshot.add_argument("--strategies", default="local-search,tpe", help="multi-trial rivals")
+    oneshot.add_argument("--max-trials", type=int, default=20, help="candidates of each rival")
+    oneshot.add_argument("--data-dir", help="the trainer's data folder")
+    oneshot.add_argument("--out", help="keep the runs in this folder")
+    oneshot.add_argument("--json", action="store_true", help="last line: JSON results")
+    oneshot.set_defaults(func=_bench_oneshot)
 
     bench_op = bench.add_parser("operator", help="operator cost per trial on a dev cluster")
     bench_op.add_argument("--experiments", default="1,10,100", help="comma list of scales")

@@ -14,8 +14,9 @@ EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
 def test_example_loads_and_starts(path: Path) -> None:
     experiment = load_experiment(path)
     decisions = decide(experiment.spec, [], now=0.0)
-    # A screened search starts with its one screen trial.
-    starts = 1 if experiment.spec.screening else experiment.spec.budget.parallel_trials
+    # A screened search starts with its one screen trial, a oneshot one with its supernet.
+    one_first = experiment.spec.screening or experiment.spec.oneshot_method()
+    starts = 1 if one_first else experiment.spec.budget.parallel_trials
     assert len(decisions.start) == starts
     assert experiment.spec.trial.command[:3] == ["python", "-m", "kubenas_trainer"]
 
