@@ -27,6 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from kubenas_trainer.screen_trial import parse_screening, run_screen_trial
 
             run_screen_trial(config, parse_screening(values["screening"]), reporter)
+        elif values["supernet"]:
+            from kubenas_trainer.supernet_trial import parse_supernet, run_supernet_trial
+
+            run_supernet_trial(config, parse_supernet(values["supernet"], config.family), reporter)
         else:
             from kubenas_trainer.trial import run_trial  # torch loads only for a valid config
 

@@ -97,9 +97,24 @@ class Reporter:
     def start(self, **fields: Any) -> None:
         self._emit({"event": "start", "trial": self.trial, **fields})
 
-    def epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        metrics = dict(metrics)
-        self._emit({"event": "epoch", "trial": self.trial, "epoch": epoch, "metrics": metrics})
+    def epoch(
+        self,
+        epoch: int,
+        metrics: Mapping[str, float],
+        *,
+        architecture: Mapping[str, Any] | None = None,
+    ) -> None:
+        """One epoch's metrics; a supernet trial adds the ``architecture`` (assignment) it
+        currently derives, so its progress can be followed epoch by epoch."""
+        event: dict[str, Any] = {
+            "event": "epoch",
+            "trial": self.trial,
+            "epoch": epoch,
+            "metrics": dict(metrics),
+        }
+        if architecture is not None:
+            event["architecture"] = dict(architecture)
+        self._emit(event)
 
     def screen(self, proxies: Sequence[str], scores: Mapping[str, Sequence[float | None]]) -> None:
         """A screen trial's scores: per proxy, one value per candidate in the screening's order
@@ -121,11 +136,12 @@ class Reporter:
         device: str | None = None,
         infeasible: Sequence[str] = (),
         export: str | Path | None = None,
+        derived: Sequence[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
         """Report the final metrics, also as the termination message; returns the summary.
         ``device`` names what cost metrics were measured on; ``infeasible`` says which
         constraints a trial broke when it ended before training; ``export`` is the folder of
-        the exported model."""
+        the exported model; ``derived`` are a supernet trial's architectures, best first."""
         summary: dict[str, Any] = {
             "event": "final",
             "trial": self.trial,
@@ -138,6 +154,8 @@ class Reporter:
             summary["infeasible"] = list(infeasible)
         if export is not None:
             summary["export"] = str(export)
+        if derived:
+            summary["derived"] = [dict(entry) for entry in derived]
         self._emit(summary)
         self._terminate(summary)
         return summary
@@ -153,12 +171,18 @@ class Reporter:
             sink.emit(event)
 
     def _terminate(self, event: Mapping[str, Any]) -> None:
+        """Write ``event`` within the kubelet's limit: past it, keep only the core metrics, and
+        if that is still too long, drop derived architectures from the worst up."""
         if self.termination_path is None:
             return
         text = json.dumps(event)
         if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
             core = {key: event["metrics"][key] for key in CORE_METRICS if key in event["metrics"]}
-            text = json.dumps({**event, "metrics": core, "truncated": True})
+            shortened = {**event, "metrics": core, "truncated": True}
+            text = json.dumps(shortened)
+            while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and shortened.get("derived"):
+                shortened["derived"] = shortened["derived"][:-1]
+                text = json.dumps(shortened)
         try:
             self.termination_path.write_text(text)
         except OSError as error:

@@ -50,6 +50,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("termination_message_path", "file for the final JSON summary"),
     Setting("data_dir", "base folder for relative dataset paths and generated-data cache"),
     Setting("screening", "JSON of the screen stage: score candidates instead of training one"),
+    Setting(
+        "supernet",
+        "JSON of the search stage's supernet: train one weight-sharing network and derive "
+        "architectures from it",
+    ),
     Setting("costs", "comma list of timed cost metrics to measure before training"),
     Setting("constraints", "JSON list of {metric, min, max}: end before training outside them"),
     Setting("train_on", "train, or train+val to train on the validation split too", "train"),

@@ -177,15 +177,23 @@ def _figure(value: float | None, digits: int = 4) -> str:
 def format_report(ranking: dict[str, Any] | None, comparison: dict[str, Any]) -> str:
     lines: list[str] = []
     if ranking is not None:
+        shares = ranking.get("parameter_free_share") or {}
+        derived = shares.get("supernet_top_k") or {}
+        standalone = shares.get("standalone_top") or {}
         lines.append(
             f"ranking: Kendall tau {_figure(ranking.get('kendall_tau'), 3)} over "
-            f"{ranking.get('architectures')} architectures (supernet score vs standalone "
-            f"{ranking.get('standalone_metric', 'val_accuracy')})"
+            f"{len(ranking.get('architectures') or [])} sampled architectures (supernet score "
+            f"vs standalone val_accuracy after {ranking.get('standalone_epochs')} epochs)"
         )
         lines.append(
-            "collapse: parameter-free share, derived "
-            f"{json.dumps(ranking.get('derived_parameter_free'))} vs top standalone "
-            f"{json.dumps(ranking.get('top_standalone_parameter_free'))}"
+            "collapse: parameter-free share of operations, derived top-K "
+            + ", ".join(f"{op} {share:.2f}" for op, share in derived.items())
+            + f"; best {shares.get('standalone_top_count')} standalone "
+            + ", ".join(f"{op} {share:.2f}" for op, share in standalone.items())
+        )
+        lines.append(
+            f"supernet {ranking.get('supernet_train_seconds')} trainer-s; standalone training "
+            f"of the sampled {ranking.get('standalone_train_seconds')} trainer-s"
         )
     metric = comparison["metric"]
     lines.append(

@@ -255,7 +255,7 @@ def _write_tables(
     rows = []
     for r in records:
         seconds = _run_seconds(r)
-        screen = r.role is TrialRole.SCREEN
+        many = r.role in (TrialRole.SCREEN, TrialRole.SUPERNET)  # no one architecture
         rows.append(
             {
                 "trial": r.name,
@@ -269,7 +269,7 @@ def _write_tables(
                 "params": int(r.metrics["params"]) if "params" in r.metrics else "",
                 "seconds": f"{seconds:.1f}" if seconds is not None else "",
                 "architecture": ""
-                if screen
+                if many
                 else f"baseline:{r.baseline}"
                 if r.role is TrialRole.BASELINE
                 else arch_hash(r.params),
