@@ -42,8 +42,11 @@ ALPHA_INIT_SCALE = 1e-3
 BETA_DECAY_MAX = 50.0
 # DARTS and β-DARTS clip the supernet's weight gradients at this norm.
 WEIGHT_GRAD_CLIP = 5.0
-# top(k) scores this many of the most probable architectures per architecture it returns.
+# top(k) scores this many of the most probable architectures per architecture it returns, and
+# at least MIN_POOL: on a small dataset alpha stays near uniform, and then the inherited
+# weights, not alpha, tell the candidates apart.
 CANDIDATES_PER_PICK = 4
+MIN_POOL = 100
 NONE_OP = "none"
 
 # The operation of every edge, in NB201_EDGES order: one path through the supernet.
@@ -291,10 +294,10 @@ class BetaDartsSupernet:
             self.network.train(was_training)
 
     def top(self, k: int) -> list[tuple[Assignment, float]]:
-        """Score the min(4k, space size) most probable architectures; return the best k by
-        score, ties going to the more probable."""
+        """Score the most probable max(4k, MIN_POOL) architectures (at most the space); return
+        the best k by score, ties going to the more probable."""
         space_size = len(self.operations) ** len(NB201_EDGES)
-        pool = self.most_probable(min(CANDIDATES_PER_PICK * k, space_size))
+        pool = self.most_probable(min(max(CANDIDATES_PER_PICK * k, MIN_POOL), space_size))
         scores = self.score([assignment for assignment, _ in pool])
         ranked = sorted(zip(pool, scores, strict=True), key=lambda item: (-item[1], -item[0][1]))
         return [(assignment, score) for (assignment, _), score in ranked[:k]]
