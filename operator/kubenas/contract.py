@@ -146,3 +146,13 @@ def screening_settings(experiment: NASExperiment) -> dict[str, object]:
         "seed": spec.seed,
         "searchSpace": spec.search_space.model_dump(mode="json", by_alias=True),
     }
+
+
+def gpus_requested(experiment: NASExperiment) -> float:
+    """GPUs one trial asks for (limits, else requests), for GPU-seconds accounting."""
+    resources = experiment.spec.trial.resources or {}
+    for section in ("limits", "requests"):
+        value = (resources.get(section) or {}).get("nvidia.com/gpu")
+        if value is not None:
+            return float(value)
+    return 0.0

@@ -37,11 +37,12 @@ def decode_derived(space: SearchSpace, reported: object) -> list[DerivedArchitec
 
 
 def supernet_summary(
-    spec: ExperimentSpec, space: SearchSpace, records: Sequence[TrialRecord]
+    spec: ExperimentSpec, space: SearchSpace, records: Sequence[TrialRecord], gpus: float = 0.0
 ) -> dict[str, Any] | None:
-    """What the supernet did and whether its ranking held: its state, epochs, attempts and
-    seconds, how many architectures it derived, and the Spearman correlation between supernet
-    score and the objective over the derived architectures trained so far."""
+    """What the supernet did and whether its ranking held: its state, epochs, attempts,
+    seconds (and GPU-seconds, for ``gpus`` per trial), how many architectures it derived, and
+    the Spearman correlation between supernet score and the objective over the derived
+    architectures trained so far."""
     strategy = spec.strategy
     if not isinstance(strategy, OneshotStrategy):
         return None
@@ -59,6 +60,8 @@ def supernet_summary(
     ]
     if seconds:
         out["seconds"] = round(sum(seconds), 3)
+        if gpus:
+            out["gpuSeconds"] = round(sum(seconds) * gpus, 3)
     if not latest.derived:
         return out
     out["derived"] = len(latest.derived)

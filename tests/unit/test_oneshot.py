@@ -126,9 +126,11 @@ def test_the_summary_says_how_well_the_supernet_ranked() -> None:
         spec, TrialState.SUCCEEDED, derived=derived, started_at=0.0, finished_at=42.0
     )
     sim = simulate(spec, learning_curve, initial=[supernet])
-    summary = supernet_summary(spec, build_space(spec.search_space), list(sim.records.values()))
+    records = list(sim.records.values())
+    summary = supernet_summary(spec, build_space(spec.search_space), records, gpus=2.0)
     assert summary is not None
     assert summary["method"] == "beta-darts" and summary["seconds"] == 42.0
+    assert summary["gpuSeconds"] == 84.0
     assert summary["derived"] == summary["trainedDerived"] == 4
     assert summary["bestScore"] == 0.9
     assert -1.0 <= summary["spearman"] <= 1.0

@@ -98,6 +98,9 @@ class SupernetStatus(WireModel):
     state: str
     attempts: int | None = None
     seconds: float | None = Field(default=None, description="the supernet trials' run time")
+    gpu_seconds: float | None = Field(
+        default=None, description="seconds times the GPUs each trial asks for"
+    )
     derived: int | None = None
     best_score: float | None = Field(
         default=None, description="supernet score of the best derived architecture"

@@ -9,7 +9,7 @@ from typing import Any
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord
 from kubenas.api.trial import status_of
-from kubenas.contract import record_architecture
+from kubenas.contract import gpus_requested, record_architecture
 from kubenas.k8s import metrics_source, operator_metrics
 from kubenas.k8s.client import KubeApi
 from kubenas.k8s.manifests import build_job, build_trial, job_name
@@ -112,7 +112,7 @@ def count_run_time(
     namespace: str, experiment: NASExperiment, records: Iterable[TrialRecord]
 ) -> None:
     """Wall time and GPU time of finished runs, for the operator's own metrics."""
-    gpus = operator_metrics.gpus_requested(experiment)
+    gpus = gpus_requested(experiment)
     for record in records:
         if record.started_at is None or record.finished_at is None:
             continue

@@ -68,13 +68,3 @@ def forget_experiment(namespace: str, name: str, metric: str) -> None:
     for gauge, labels in series:
         with contextlib.suppress(KeyError):
             gauge.remove(*labels)
-
-
-def gpus_requested(experiment: NASExperiment) -> float:
-    """GPUs one trial asks for (limits, else requests), for GPU-seconds accounting."""
-    resources = experiment.spec.trial.resources or {}
-    for section in ("limits", "requests"):
-        value = (resources.get(section) or {}).get("nvidia.com/gpu")
-        if value is not None:
-            return float(value)
-    return 0.0

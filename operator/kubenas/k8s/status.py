@@ -24,6 +24,7 @@ from kubenas.api.status import (
     TrialCounts,
 )
 from kubenas.api.trial import to_rfc3339
+from kubenas.contract import gpus_requested
 from kubenas.engine import Decisions, planner
 from kubenas.final_results import best_network, final_results
 from kubenas.front import Front, infeasible_count
@@ -275,7 +276,9 @@ def _pareto(front: Front | None) -> ParetoSummary | None:
 
 
 def _supernet(experiment: NASExperiment, records: Sequence[TrialRecord]) -> SupernetStatus | None:
-    summary = supernet_summary(experiment.spec, planner(experiment.spec).space, records)
+    summary = supernet_summary(
+        experiment.spec, planner(experiment.spec).space, records, gpus_requested(experiment)
+    )
     return SupernetStatus.model_validate(summary) if summary is not None else None
 
 

@@ -347,6 +347,8 @@ class LocalRunner:
             if self.pool is not None:
                 self.pool.close()
         records = list(self.log.records.values())
-        summary = write_outputs(self.out, self.experiment, records, decisions)
+        summary = write_outputs(
+            self.out, self.experiment, records, decisions, gpus=1.0 if self.gpus else 0.0
+        )
         self.display.done(summary, records, self.out)
         return summary

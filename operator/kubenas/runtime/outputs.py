@@ -28,8 +28,14 @@ def _metrics(record: TrialRecord, objective: str) -> dict[str, float]:
 
 
 def write_outputs(
-    out: Path, experiment: NASExperiment, records: list[TrialRecord], decisions: Decisions
+    out: Path,
+    experiment: NASExperiment,
+    records: list[TrialRecord],
+    decisions: Decisions,
+    gpus: float = 0.0,
 ) -> dict[str, Any]:
+    """summary.json/md/csv, best.json and the plots; ``gpus``: GPUs per trial, for the
+    GPU-seconds of a stage."""
     spec = experiment.spec
     space = planner(spec).space
     metric = spec.objective.metric
@@ -56,7 +62,7 @@ def write_outputs(
     screening = screening_summary(spec, space, records)
     if screening is not None:
         summary["screening"] = screening
-    supernet = supernet_summary(spec, space, records)
+    supernet = supernet_summary(spec, space, records, gpus)
     if supernet is not None:
         summary["supernet"] = supernet
     if best is not None:
