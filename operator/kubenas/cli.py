@@ -385,7 +385,7 @@ def _bench_oneshot(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="kubenas-oneshot-") as work:
         out = Path(args.out) if args.out else Path(work)
         ranking = (
-            ranking_check(experiment, args.architectures, args.data_dir)
+            ranking_check(experiment, args.architectures, args.data_dir, args.seed_ceiling)
             if args.architectures
             else None
         )
@@ -555,6 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     oneshot.add_argument("experiment", help="a NASExperiment with strategy oneshot")
     oneshot.add_argument(
         "--architectures", type=int, default=30, help="sampled for Kendall tau (0: skip)"
+    )
+    oneshot.add_argument(
+        "--seed-ceiling",
+        action="store_true",
+        help="train the sampled architectures on a second seed too: tau between the seeds",
     )
     oneshot.add_argument("--strategies", default="local-search,tpe", help="multi-trial rivals")
     oneshot.add_argument("--max-trials", type=int, default=20, help="candidates of each rival")

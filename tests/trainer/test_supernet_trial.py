@@ -199,6 +199,7 @@ def test_oneshot_check_measures_ranking_and_collapse(tmp_path: Path) -> None:
             "1",
             "--device",
             "cpu",
+            "--seed-ceiling",
             "--json",
         ],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -212,6 +213,7 @@ def test_oneshot_check_measures_ranking_and_collapse(tmp_path: Path) -> None:
     assert figures["supernet_epochs"] == 1 and figures["standalone_epochs"] == 1
     assert len(figures["architectures"]) == 6 and len(figures["derived"]) == 3
     assert -1 <= figures["kendall_tau"] <= 1
+    assert -1 <= figures["seed_ceiling_tau"] <= 1
     shares = figures["parameter_free_share"]
     for group in ("supernet_top_k", "standalone_top"):
         assert set(shares[group]) == {"skip_connect", "none", "avg_pool_3x3", "total"}

@@ -164,6 +164,18 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
             f"{standalone_seconds:.1f} s so far"
         )
     tau, p_value = kendalltau(scores, accuracies)
+    ceiling: float | None = None
+    if args.seed_ceiling:
+        again = []
+        for count, assignment in enumerate(sampled, start=1):
+            architecture = space.to_architecture(assignment)
+            again.append(
+                train_standalone(
+                    family, architecture, splits, hparams, standalone_epochs, plan, seed + 1
+                )
+            )
+            _progress(f"second seed: {count}/{len(sampled)} trained")
+        ceiling = float(kendalltau(accuracies, again)[0])
     best_standalone = sorted(
         range(len(sampled)), key=lambda index: accuracies[index], reverse=True
     )[:STANDALONE_TOP]
@@ -187,6 +199,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         ],
         "kendall_tau": json_number(float(tau)),
         "kendall_p": json_number(float(p_value)),
+        "seed_ceiling_tau": None if ceiling is None else json_number(ceiling),
         "derived": [
             {"architecture": space.to_architecture(assignment), "score": score}
             for assignment, score in top
@@ -225,6 +238,11 @@ def print_report(figures: Mapping[str, Any]) -> None:
         f"Kendall tau of supernet score with standalone val accuracy: "
         f"{_figure(figures['kendall_tau'])} (p {_figure(figures['kendall_p'])})"
     )
+    if figures["seed_ceiling_tau"] is not None:
+        print(
+            "Kendall tau of standalone val accuracy on one seed with another (what any score "
+            f"could reach on this data): {_figure(figures['seed_ceiling_tau'])}"
+        )
     shares = figures["parameter_free_share"]
     print(
         f"parameter-free share: {'operation':<14}{'supernet top-' + str(figures['top_k']):>18}"
@@ -278,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"epochs per sampled architecture (default: fidelity.max, else {DEFAULT_EPOCHS})",
     )
     parser.add_argument("--seed", type=int, help="seeds everything (default: the spec's seed)")
+    parser.add_argument(
+        "--seed-ceiling",
+        action="store_true",
+        help="also train each sampled architecture on a second seed and print Kendall tau "
+        "between the seeds: the ceiling of any ranking on this data",
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--data-dir", type=Path, help="as the trainer's --data-dir")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")

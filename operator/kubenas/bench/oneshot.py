@@ -107,7 +107,9 @@ def multi_trial_variant(doc: dict[str, Any], strategy: str, max_trials: int) -> 
     return variant
 
 
-def ranking_check(experiment: Path, architectures: int, data_dir: str | None) -> dict[str, Any]:
+def ranking_check(
+    experiment: Path, architectures: int, data_dir: str | None, seed_ceiling: bool = False
+) -> dict[str, Any]:
     command = [
         sys.executable,
         "-m",
@@ -120,6 +122,8 @@ def ranking_check(experiment: Path, architectures: int, data_dir: str | None) ->
     ]
     if data_dir:
         command += ["--data-dir", data_dir]
+    if seed_ceiling:
+        command.append("--seed-ceiling")
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     sys.stderr.write(done.stderr[-4000:])
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -185,6 +189,11 @@ def format_report(ranking: dict[str, Any] | None, comparison: dict[str, Any]) ->
             f"{len(ranking.get('architectures') or [])} sampled architectures (supernet score "
             f"vs standalone val_accuracy after {ranking.get('standalone_epochs')} epochs)"
         )
+        if ranking.get("seed_ceiling_tau") is not None:
+            lines.append(
+                f"ceiling: Kendall tau {_figure(ranking['seed_ceiling_tau'], 3)} between two "
+                "seeds of the same standalone training"
+            )
         lines.append(
             "collapse: parameter-free share of operations, derived top-K "
             + ", ".join(f"{op} {share:.2f}" for op, share in derived.items())
