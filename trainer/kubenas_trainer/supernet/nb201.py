@@ -38,8 +38,9 @@ MAX_ALPHA_LEARNING_RATE = 3e-2
 ALPHA_BETAS = (0.5, 0.999)
 ALPHA_WEIGHT_DECAY = 1e-3
 ALPHA_INIT_SCALE = 1e-3
-# The Beta-Decay weight reached at the end of the schedule (β-DARTS's NAS-Bench-201 setting).
-BETA_DECAY_MAX = 50.0
+# The Beta-Decay weight reached at the end of the schedule: β-DARTS's reference raises it as
+# 50 * epoch / 100 over its 50 search epochs, so to 25.
+BETA_DECAY_MAX = 25.0
 # DARTS and β-DARTS clip the supernet's weight gradients at this norm.
 WEIGHT_GRAD_CLIP = 5.0
 # top(k) scores this many of the most probable architectures per architecture it returns, and
