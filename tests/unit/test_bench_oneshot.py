@@ -3,6 +3,8 @@ and what it cost to reach a given objective (the stage trials paid for first).""
 
 from __future__ import annotations
 
+from typing import Any
+
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.bench.oneshot import multi_trial_variant, search_run
@@ -22,7 +24,7 @@ def _trial(
         metrics=metrics,
         started_at=end - seconds,
         finished_at=end,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -44,7 +46,7 @@ def test_cost_curve_counts_the_supernet_first_and_follows_the_best_so_far() -> N
 
 
 def test_the_multi_trial_variant_changes_only_strategy_and_budget() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "apiVersion": "kubenas.io/v1alpha1",
         "kind": "NASExperiment",
         "metadata": {"name": "oneshot-digits"},
