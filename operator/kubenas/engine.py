@@ -429,14 +429,15 @@ def _search(
             taken.add(key)
 
     if not still_active and not promotions and not starts:
-        if len(records) >= budget.max_trials:
-            return finish(FinishReason.BUDGET_SPENT, f"all {budget.max_trials} trials done", stops)
-        if exhausted and isinstance(spec.strategy, OneshotStrategy):
+        oneshot = isinstance(spec.strategy, OneshotStrategy)
+        if oneshot and (exhausted or len(records) >= budget.max_trials):
             return finish(
                 FinishReason.BUDGET_SPENT,
                 f"all {len(records)} architectures derived from the supernet were trained",
                 stops,
             )
+        if len(records) >= budget.max_trials:
+            return finish(FinishReason.BUDGET_SPENT, f"all {budget.max_trials} trials done", stops)
         if exhausted:
             return finish(
                 FinishReason.SPACE_EXHAUSTED,

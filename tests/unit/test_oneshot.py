@@ -106,6 +106,16 @@ def test_the_derived_architectures_are_trained_in_order_and_end_the_search() -> 
     assert last.best is not None and last.best.name == best.name
 
 
+def test_a_budget_of_exactly_top_k_ends_saying_the_derived_were_trained() -> None:
+    spec = _spec(top_k=4).model_copy(
+        update={"budget": _spec().budget.model_copy(update={"max_trials": 4})}
+    )
+    supernet = _supernet(spec, TrialState.SUCCEEDED, derived=_derived(spec, 4))
+    last = simulate(spec, learning_curve, initial=[supernet]).decisions[-1]
+    assert last.reason is FinishReason.BUDGET_SPENT
+    assert last.message == "all 4 architectures derived from the supernet were trained"
+
+
 def test_decisions_rebuilt_from_the_records_are_the_same() -> None:
     spec = _spec(top_k=5, parallel=3)
     supernet = _supernet(spec, TrialState.SUCCEEDED, derived=_derived(spec, 5))
