@@ -27,7 +27,15 @@ from kubenas_trainer.device import DevicePlan
 from kubenas_trainer.models.layers import Classifier, Geometry
 from kubenas_trainer.models.nb201 import ReductionBlock, _edge_op
 from kubenas_trainer.supernet.batchnorm import recalibrate_batch_norm
-from kubenas_trainer.train import EVAL_BATCH, Batch, _optimizer, cosine_with_warmup, to_device
+from kubenas_trainer.train import (
+    EVAL_BATCH,
+    Batch,
+    _optimizer,
+    cosine_with_warmup,
+    restore_rng_state,
+    rng_state,
+    to_device,
+)
 
 # DARTS's architecture optimizer, which β-DARTS keeps, tuned for its schedule: 50 epochs of
 # CIFAR-10's 25,000-image search split at batch 64, about 19,500 alpha steps. A shorter
@@ -338,10 +346,7 @@ class BetaDartsSupernet:
             "weight_optimizer": self.weight_optimizer.state_dict(),
             "alpha_optimizer": self.alpha_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
+            "rng": rng_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -352,9 +357,7 @@ class BetaDartsSupernet:
         self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self._epoch = int(state["epoch"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        restore_rng_state(state["rng"])
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(
