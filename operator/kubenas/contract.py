@@ -112,14 +112,14 @@ def timed_costs(experiment: NASExperiment) -> list[str]:
     return [m for m in TIMED_COST_METRICS if m in named]
 
 
+SUPERNET_FOLDER = "supernet"
+
+
 def checkpoint_folder(record: TrialRecord) -> str:
     """A trial's checkpoint folder under its experiment's: its own name, but the stage's for a
     supernet, so a supernet trial started again after a failure continues the last one's
     epochs instead of starting over."""
     return SUPERNET_FOLDER if record.role is TrialRole.SUPERNET else record.name
-
-
-SUPERNET_FOLDER = "supernet"
 
 
 def supernet_settings(experiment: NASExperiment) -> dict[str, object]:
