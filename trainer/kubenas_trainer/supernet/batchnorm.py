@@ -4,7 +4,8 @@ A supernet's running statistics mix every path it trained; a sub-network read of
 judged fairly after its own statistics are re-estimated on training data (SPOS, Guo et al. 2020).
 """
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -37,3 +38,16 @@ def recalibrate_batch_norm(
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     model.train(was_training)
+
+
+@contextlib.contextmanager
+def statistics_kept(model: nn.Module) -> Iterator[None]:
+    """Put every buffer of ``model`` (its batch-norm statistics) back as it was, so scoring
+    paths in between never changes the supernet's later training."""
+    saved = [buffer.clone() for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, kept in zip(model.buffers(), saved, strict=True):
+                buffer.copy_(kept)

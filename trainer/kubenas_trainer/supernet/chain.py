@@ -25,7 +25,7 @@ from kubenas_trainer.data import Splits
 from kubenas_trainer.device import DevicePlan
 from kubenas_trainer.models.chain import block
 from kubenas_trainer.models.layers import Classifier, Geometry
-from kubenas_trainer.supernet.batchnorm import recalibrate_batch_norm
+from kubenas_trainer.supernet.batchnorm import recalibrate_batch_norm, statistics_kept
 from kubenas_trainer.train import Batch, Trainer, to_device
 
 # Evolutionary search, scaled down from SPOS's (population 50, 20 generations) to the small
@@ -202,14 +202,9 @@ class SposSupernet:
         pairs = zip(keys, assignments, strict=True)
         unscored = {key: a for key, a in pairs if key not in self._scores}
         if unscored:
-            saved = {name: b.clone() for name, b in self.network.named_buffers()}
-            try:
+            with statistics_kept(self.network):
                 for key, assignment in unscored.items():
                     self._scores[key] = self._score_one(key, assignment)
-            finally:
-                with torch.no_grad():
-                    for name, buffer in self.network.named_buffers():
-                        buffer.copy_(saved[name])
         return [self._scores[key] for key in keys]
 
     def _score_one(self, key: str, assignment: Assignment) -> float:

@@ -26,7 +26,7 @@ from kubenas_trainer.data import Splits
 from kubenas_trainer.device import DevicePlan
 from kubenas_trainer.models.layers import Classifier, Geometry
 from kubenas_trainer.models.nb201 import ReductionBlock, _edge_op
-from kubenas_trainer.supernet.batchnorm import recalibrate_batch_norm
+from kubenas_trainer.supernet.batchnorm import recalibrate_batch_norm, statistics_kept
 from kubenas_trainer.train import (
     EVAL_BATCH,
     Batch,
@@ -293,13 +293,11 @@ class BetaDartsSupernet:
     def score(self, assignments: Sequence[Assignment]) -> list[float]:
         """Validation accuracy of each path, its batch-norm statistics re-estimated on training
         batches drawn from (seed, architecture); the supernet's own statistics are put back."""
-        saved = [buffer.clone() for buffer in self.network.buffers()]
         was_training = self.network.training
         try:
-            return [self._score(assignment) for assignment in assignments]
+            with statistics_kept(self.network):
+                return [self._score(assignment) for assignment in assignments]
         finally:
-            for buffer, kept in zip(self.network.buffers(), saved, strict=True):
-                buffer.copy_(kept)
             self.network.train(was_training)
 
     def top(self, k: int) -> list[tuple[Assignment, float]]:
