@@ -7,11 +7,13 @@ The trainer's final summary lists the derived architectures as compact choice in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kubenas import transitions
 from kubenas.api.experiment import ExperimentSpec, OneshotStrategy
 from kubenas.api.records import DerivedArchitecture, TrialRecord, TrialRole, TrialState
+from kubenas.durations import spoken_duration
 from kubenas.screening import spearman
 from kubenas.space import SearchSpace
 
@@ -34,6 +36,23 @@ def decode_derived(space: SearchSpace, reported: object) -> list[DerivedArchitec
             raise ValueError(f"derived[{position}].choices: {error}") from error
         derived.append(DerivedArchitecture(params=params, score=float(score)))
     return derived
+
+
+def supernet_ended(
+    record: TrialRecord,
+    space: SearchSpace,
+    reported: object,
+    *,
+    metrics: Mapping[str, float],
+    now: float,
+) -> TrialRecord:
+    """The record of a supernet trial that exited well: trained, with the architectures its
+    final summary ``reported``, or failed ``MissingDerived`` saying what was wrong with them."""
+    try:
+        derived = decode_derived(space, reported)
+    except ValueError as error:
+        return transitions.failed(record, "MissingDerived", str(error), now)
+    return transitions.supernet_trained(record, derived, metrics=metrics, now=now)
 
 
 def supernet_summary(
@@ -80,16 +99,12 @@ def supernet_summary(
     return out
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
 def supernet_line(supernet: dict[str, Any]) -> str:
     """The supernet in a line, e.g. ``beta-darts, 20 epochs in 2 min: 5 derived, best score
     0.93; Spearman with the objective over 5 trained: 0.60``, or its state while it runs."""
     text = f"{supernet.get('method')}, {supernet.get('epochs')} epochs"
     if supernet.get("seconds") is not None:
-        text += f" in {_duration(float(supernet['seconds']))}"
+        text += f" in {spoken_duration(float(supernet['seconds']))}"
     if supernet.get("attempts", 1) > 1:
         text += f" ({supernet['attempts']} attempts)"
     if "derived" not in supernet:

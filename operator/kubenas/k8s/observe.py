@@ -27,7 +27,7 @@ from kubenas.k8s.metrics_source import (
     parse_termination_message,
 )
 from kubenas.k8s.settings import LABEL_TRIAL
-from kubenas.oneshot import decode_derived
+from kubenas.oneshot import supernet_ended
 
 DETAIL_LIMIT = 1024
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
@@ -157,11 +157,8 @@ def _ended(
         return transitions.screened(record, screened, metrics=figures, now=at)
     if record.role is TrialRole.SUPERNET:
         figures = _final_metrics(experiment, record, None, summary)[0] or {}
-        try:
-            derived = decode_derived(planner(experiment.spec).space, summary.get("derived"))
-        except ValueError as error:
-            return transitions.failed(record, "MissingDerived", str(error), at)
-        return transitions.supernet_trained(record, derived, metrics=figures, now=at)
+        space = planner(experiment.spec).space
+        return supernet_ended(record, space, summary.get("derived"), metrics=figures, now=at)
     metrics, source = _final_metrics(experiment, record, pushed, summary)
     metric = experiment.spec.objective.metric
     device = str(summary["device"]) if summary.get("device") else None

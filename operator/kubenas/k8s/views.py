@@ -9,6 +9,7 @@ from typing import Any
 from kubernetes import client
 
 from kubenas.api.trial import from_rfc3339
+from kubenas.durations import spoken_duration
 from kubenas.k8s.client import Api
 from kubenas.k8s.settings import (
     ANNOTATION_APPROVE,
@@ -65,8 +66,8 @@ def render(
     ]
     if counts.get("queueSeconds"):
         lines.append(
-            f"  queue      trials waited {_seconds(counts['queueSeconds'])} to start in all,"
-            f" {_seconds(counts.get('meanQueueSeconds') or 0)} each on average"
+            f"  queue      trials waited {spoken_duration(counts['queueSeconds'])} to start in all,"
+            f" {spoken_duration(counts.get('meanQueueSeconds') or 0)} each on average"
         )
     screening = status.get("screening")
     if screening:
@@ -151,7 +152,7 @@ def _screening(screening: dict[str, Any]) -> str:
         return f"{screening.get('state', 'Pending')} ({proxies})"
     text = f"{screening['screened']} architectures by {proxies}"
     if screening.get("seconds") is not None:
-        text += f" in {_seconds(float(screening['seconds']))}"
+        text += f" in {spoken_duration(float(screening['seconds']))}"
     spearman = screening.get("spearman") or {}
     if spearman:
         values = ", ".join(f"{k} {v:.2f}" for k, v in spearman.items() if v is not None)
@@ -167,17 +168,13 @@ def _source(status: dict[str, Any]) -> str:
     return f"metrics from {source}" if source else ""
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
-
-
 def _queue(status: dict[str, Any], now: float) -> str:
     """How long the trial waited to start ("waited 40 s"), or has been waiting so far."""
     queued = from_rfc3339(status.get("queuedAt"))
     if queued is not None:
-        return f"waiting {_seconds(max(0.0, now - queued))}"
+        return f"waiting {spoken_duration(max(0.0, now - queued))}"
     waited = status.get("queueSeconds") or 0
-    return f"waited {_seconds(waited)}" if waited else "-"
+    return f"waited {spoken_duration(waited)}" if waited else "-"
 
 
 def best_architecture(experiment: dict[str, Any]) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.contract import checkpoint_folder, record_architecture, trial_environment, trial_name
 from kubenas.engine import Decisions, decide, planner, timeout_deadline
 from kubenas.final import Approval
-from kubenas.oneshot import decode_derived
+from kubenas.oneshot import supernet_ended
 from kubenas.runtime.display import Display
 from kubenas.runtime.outputs import write_outputs
 from kubenas.runtime.process import TrialProcess
@@ -136,7 +136,7 @@ class LocalRunner:
         now = time.time()
         for record in list(self.log.load().values()):
             if record.state.active:
-                checkpoint = self.out / "trials" / record.name / "checkpoint" / "checkpoint.pt"
+                checkpoint = self._checkpoint_dir(record) / "checkpoint.pt"
                 resume = str(checkpoint) if checkpoint.exists() else record.resumed_from
                 self.display.note(f"{record.name}: resuming after interruption")
                 queued = transitions.resumed(record, resume, now)
@@ -144,6 +144,10 @@ class LocalRunner:
                 self.launch(queued)
 
     # -- effects of applied decisions (kubenas.transitions.Effects) --------------------------
+
+    def _checkpoint_dir(self, record: TrialRecord) -> Path:
+        """Where a trial's checkpoints go: its own folder, a supernet's its stage's."""
+        return self.out / "trials" / checkpoint_folder(record) / "checkpoint"
 
     def halt(self, record: TrialRecord) -> str:
         process = self.running.pop(record.name, None)
@@ -200,7 +204,7 @@ class LocalRunner:
             env,
             self._gpu(slot),
             worker=worker,
-            checkpoint_dir=self.out / "trials" / checkpoint_folder(record) / "checkpoint",
+            checkpoint_dir=self._checkpoint_dir(record),
         )
         self.running[record.name] = process
         self.display.note(f"{record.name}: started (fidelity {record.fidelity})")
@@ -254,9 +258,11 @@ class LocalRunner:
             return transitions.failed(record, "Crashed", f"{reason}\n{process.stderr_tail()}", now)
         numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         if record.role is TrialRole.SUPERNET:
-            return self._supernet_trained(
-                record, summary.get("derived") if summary else None, numbers, now
-            )
+            reported = summary.get("derived") if summary else None
+            ended = supernet_ended(record, self.plan.space, reported, metrics=numbers, now=now)
+            if ended.derived:
+                self.display.note(f"{record.name}: derived {len(ended.derived)} architectures")
+            return ended
         if record.role is TrialRole.SCREEN:
             scores = process.screen_scores()
             if scores is None:
@@ -283,17 +289,6 @@ class LocalRunner:
             now=now,
             device=device,
         )
-
-    def _supernet_trained(
-        self, record: TrialRecord, reported: object, numbers: dict[str, float], now: float
-    ) -> TrialRecord:
-        """A supernet trial's end: the architectures it derived, or a failure saying why not."""
-        try:
-            derived = decode_derived(self.plan.space, reported)
-        except ValueError as error:
-            return transitions.failed(record, "MissingDerived", str(error), now)
-        self.display.note(f"{record.name}: derived {len(derived)} architectures")
-        return transitions.supernet_trained(record, derived, metrics=numbers, now=now)
 
     def _next_deadline(self) -> float | None:
         """The earliest moment a running trial times out (the engine decides it then)."""
