@@ -38,6 +38,5 @@ class DerivedCandidates(Strategy):
         taken: frozenset[str],
         prior: Prior | None = None,
     ) -> Assignment | None:
-        if prior is None:
-            return None
-        return next((a for a in prior.ranked if self.space.key(a) not in taken), None)
+        # The prior's warm-up is the whole derived list, so it ends when they are all taken.
+        return self.warm_start(prior, finished, running, taken)
