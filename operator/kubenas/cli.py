@@ -380,7 +380,10 @@ def _bench_oneshot(args: argparse.Namespace) -> int:
     from kubenas.bench.oneshot import compare, format_report, ranking_check
 
     experiment = Path(args.experiment)
-    load_experiment(experiment)  # refuse an invalid experiment before any training
+    loaded = load_experiment(experiment)  # refuse an invalid experiment before any training
+    if loaded.spec.oneshot_method() is None:
+        print(f"{experiment}: spec.strategy.name: want oneshot to benchmark", file=sys.stderr)
+        return EXIT_INVALID
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     with tempfile.TemporaryDirectory(prefix="kubenas-oneshot-") as work:
         out = Path(args.out) if args.out else Path(work)

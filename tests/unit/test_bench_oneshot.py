@@ -3,11 +3,15 @@ and what it cost to reach a given objective (the stage trials paid for first).""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
 from kubenas.bench.oneshot import multi_trial_variant, search_run
+from kubenas.cli import main
 
 
 def _trial(
@@ -65,3 +69,11 @@ def test_the_multi_trial_variant_changes_only_strategy_and_budget() -> None:
     assert variant["spec"]["fidelity"] == doc["spec"]["fidelity"]
     ExperimentSpec.model_validate(variant["spec"])
     assert doc["spec"]["strategy"]["name"] == "oneshot", "the original is left as it was"
+
+
+def test_an_experiment_of_another_strategy_is_refused_before_any_training(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    example = Path(__file__).parents[2] / "examples" / "digits-cell.yaml"
+    assert main(["bench", "oneshot", str(example), "--architectures", "0"]) == 2
+    assert "spec.strategy.name" in capsys.readouterr().err
