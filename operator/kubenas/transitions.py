@@ -56,6 +56,31 @@ def resumed(record: TrialRecord, resume_from: str | None, now: float) -> TrialRe
     )
 
 
+def leased(record: TrialRecord, lease: str, worker: str, now: float) -> TrialRecord:
+    """Handed to a worker pod (trial reuse): it runs from now, the lease open until a result
+    or the pod's end closes it."""
+    return started(record, now).with_changes(lease=lease, worker=worker)
+
+
+WORKER_LOST = "WorkerLost"
+
+
+def lease_lost(record: TrialRecord, limit: int, now: float) -> TrialRecord:
+    """Its worker pod ended while training it (killed, evicted, out of memory): queued again
+    from where the run started, as a lost Job is, unless ``limit`` runs were lost that way
+    already; then it failed, naming the worker whose logs say why."""
+    lost = record.lost_leases + 1
+    if lost > limit:
+        message = (
+            f"its worker pod (Job {record.worker}) ended while training it, "
+            f"{lost} time{'s' if lost > 1 else ''}; kubectl logs job/{record.worker} says why"
+        )
+        return failed(record.with_changes(lost_leases=lost), WORKER_LOST, message, now)
+    return resumed(record, record.resumed_from, now).with_changes(
+        lease=None, worker=None, lost_leases=lost
+    )
+
+
 def progressed(record: TrialRecord, points: list[tuple[int, float]]) -> TrialRecord:
     """Per-epoch objective values of the current run; epochs already recorded are ignored."""
     last = record.intermediate[-1][0] if record.intermediate else 0

@@ -267,6 +267,17 @@ class EnvVar(WireModel):
     value: str
 
 
+MAX_TRIALS_PER_POD = 1000
+
+
+class TrialReuse(WireModel):
+    """Several candidates per trial pod (in a cluster): a worker pod asks the operator for its
+    next trial, up to ``maxTrialsPerPod``, instead of one Job per trial run, so short trials do
+    not each pay for a pod's start, imports and data load (docs/design-pod-reuse.md)."""
+
+    max_trials_per_pod: int = Field(ge=1, le=MAX_TRIALS_PER_POD)
+
+
 class TrialTemplate(WireModel):
     """How one trial runs: data, training settings, and (in a cluster) its pod."""
 
@@ -284,6 +295,7 @@ class TrialTemplate(WireModel):
     priority_class_name: str | None = None
     queue_name: str | None = None
     backoff_limit: int = Field(default=0, ge=0, le=10)
+    reuse: TrialReuse | None = None
     pod_template: dict[str, Any] | None = None
     checkpoint_dir: str = Field(
         default="/kubenas/checkpoints",

@@ -57,7 +57,9 @@ class TrialRecord(BaseModel):
     ``intermediate`` holds the objective per epoch of the current run (median stopping).
     ``started_at`` is when the current run's process or container started (the trial's clock);
     ``queued_at`` is when the run was asked for, while it waits; ``queue_seconds`` sums the
-    waits of all its runs. :mod:`kubenas.transitions` is the only code that changes a record.
+    waits of all its runs. With trial reuse a run is *leased* to a worker pod: it is open while
+    the record is Running with a ``worker``. :mod:`kubenas.transitions` is the only code that
+    changes a record.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -92,6 +94,16 @@ class TrialRecord(BaseModel):
     baseline: str | None = Field(default=None, description="a baseline trial's baseline name")
     replica: int | None = Field(
         default=None, ge=0, description="a final or baseline trial's seed number"
+    )
+    lease: str | None = Field(
+        default=None,
+        description="with trial reuse: the id of the current or last lease to a worker pod",
+    )
+    worker: str | None = Field(
+        default=None, description="with trial reuse: the worker Job of the current lease"
+    )
+    lost_leases: int = Field(
+        default=0, ge=0, description="runs lost with their worker pod, queued again since"
     )
     reason: str | None = None
     message: str | None = None

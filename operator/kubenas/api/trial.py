@@ -71,6 +71,13 @@ class TrialStatus(WireModel):
     device: str | None = Field(
         default=None, description="the device the trial's cost metrics were measured on"
     )
+    lease: str | None = Field(
+        default=None, description="the id of the current or last lease to a worker pod"
+    )
+    worker: str | None = Field(default=None, description="the worker Job of the current lease")
+    lost_leases: int = Field(
+        default=0, ge=0, description="runs lost with their worker pod, queued again since"
+    )
     reason: str | None = None
     message: str | None = None
     queued_at: str | None = Field(
@@ -131,6 +138,9 @@ def to_record(
         checkpoint=status.checkpoint,
         metrics_source=status.metrics_source,
         device=status.device,
+        lease=status.lease,
+        worker=status.worker,
+        lost_leases=status.lost_leases,
         reason=status.reason,
         message=status.message,
         queued_at=from_rfc3339(status.queued_at),
@@ -166,6 +176,9 @@ def status_of(
         checkpoint=record.checkpoint,
         metrics_source=record.metrics_source,
         device=record.device,
+        lease=record.lease,
+        worker=record.worker,
+        lost_leases=record.lost_leases,
         reason=record.reason,
         message=record.message,
         queued_at=to_rfc3339(record.queued_at),
