@@ -3,16 +3,19 @@ clean-ups after a run. Every record change is decided elsewhere; this module onl
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
+from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import TrialRecord
 from kubenas.api.trial import status_of
 from kubenas.contract import gpus_requested, record_architecture
 from kubenas.k8s import metrics_source, operator_metrics
 from kubenas.k8s.client import KubeApi
-from kubenas.k8s.manifests import build_job, build_trial, job_name
+from kubenas.k8s.leases import leased, runs_on_worker
+from kubenas.k8s.manifests import build_job, build_trial, job_name, run_environment
 from kubenas.k8s.screen_store import build_configmaps
 from kubenas.k8s.settings import OperatorSettings
 
@@ -45,6 +48,11 @@ class ClusterEffects:
         self.first_status: dict[str, TrialRecord] = {}
 
     def halt(self, record: TrialRecord) -> str:
+        if runs_on_worker(self.experiment.spec, record):
+            # The worker pod cannot be trusted to stop a hung trial: it goes, with its lease.
+            if leased(record) and record.worker:
+                self.api.delete_job(self.namespace, record.worker)
+            return ""
         self.api.delete_job(self.namespace, job_name(record.name, record.fidelity))
         return ""
 
@@ -74,12 +82,23 @@ class ClusterEffects:
             for configmap in configmaps:
                 self.api.create_configmap(configmap)
             stored_in = [c["metadata"]["name"] for c in configmaps]
-        status = status_of(after, job_name(after.name, after.fidelity), stored_in)
+        job = (
+            after.worker
+            if runs_on_worker(self.experiment.spec, after)
+            else job_name(after.name, after.fidelity)
+        )
+        status = status_of(after, job, stored_in)
         self.api.patch_trial_status(
             self.namespace, after.name, status.model_dump(by_alias=True, mode="json")
         )
 
     def launch(self, record: TrialRecord) -> TrialRecord:
+        """A Job for the run, or with trial reuse nothing: a worker pod takes the trial when
+        it asks (:mod:`kubenas.k8s.leases`)."""
+        if runs_on_worker(self.experiment.spec, record):
+            if (first := self.first_status.pop(record.name, None)) is not None:
+                self._write_status(first)
+            return record
         job = build_job(
             self.experiment,
             self.trials[record.name],
@@ -91,6 +110,30 @@ class ClusterEffects:
         if (first := self.first_status.pop(record.name, None)) is not None:
             self._write_status(first)
         return record
+
+    def lease(self, record: TrialRecord, worker: str, now: float) -> TrialRecord:
+        """Hand the pending record to ``worker``: the lease is stored before anyone hears of it,
+        so a restarted operator knows every lease from the API alone."""
+        after = transitions.leased(record, secrets.token_hex(8), worker, now)
+        self.save(record, after)
+        return after
+
+    def assignment(self, record: TrialRecord) -> Json:
+        """What the worker holding ``record``'s lease is told: the trial, its lease, and the
+        command and environment a trial Job of the run would have."""
+        env = run_environment(
+            self.experiment,
+            self.namespace,
+            record,
+            record_architecture(self.experiment, record),
+            self.settings,
+        )
+        return {
+            "trial": record.name,
+            "lease": record.lease,
+            "command": list(self.experiment.spec.trial.command),
+            "env": env,
+        }
 
 
 def delete_push_groups(

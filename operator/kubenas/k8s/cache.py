@@ -299,6 +299,9 @@ class CachedApi:
     def create_configmap(self, configmap: dict[str, Any]) -> None:
         self.api.create_configmap(configmap)
 
+    def ensure_secret(self, secret: dict[str, Any]) -> dict[str, Any]:
+        return self.api.ensure_secret(secret)
+
     # -- writes: the real API, remembered ----------------------------------------------------
 
     def _remember_trial(self, trial: dict[str, Any]) -> None:

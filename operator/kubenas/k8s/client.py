@@ -45,6 +45,7 @@ class KubeApi(Protocol):
     def read_pod_log(self, namespace: str, pod: str, container: str) -> str: ...
     def create_configmap(self, configmap: dict[str, Any]) -> None: ...
     def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def ensure_secret(self, secret: dict[str, Any]) -> dict[str, Any]: ...
     def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]: ...
     def get_trial(self, namespace: str, name: str) -> dict[str, Any]: ...
     def create_job(self, job: dict[str, Any]) -> bool: ...
@@ -131,6 +132,17 @@ class Api:
             if exc.status == 404:
                 return None
             raise
+        return cast(dict[str, Any], json.loads(response.data))
+
+    def ensure_secret(self, secret: dict[str, Any]) -> dict[str, Any]:
+        """The stored Secret: created from ``secret``, or the one an earlier pass created."""
+        namespace, name = secret["metadata"]["namespace"], secret["metadata"]["name"]
+        try:
+            response = self.core.create_namespaced_secret(namespace, secret, _preload_content=False)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            response = self.core.read_namespaced_secret(name, namespace, _preload_content=False)
         return cast(dict[str, Any], json.loads(response.data))
 
     def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]:

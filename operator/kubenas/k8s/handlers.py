@@ -28,6 +28,7 @@ from kubenas.api.status import ExperimentStatus
 from kubenas.k8s import bounded, operator_metrics, pushgateway_gc
 from kubenas.k8s.cache import CachedApi, Indexes, Key, index_key, slim_object, slim_pod
 from kubenas.k8s.client import Api
+from kubenas.k8s.lease_server import Desk, add_lease_routes
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.k8s.reconcile import ExperimentReconciler, Outcome
 from kubenas.k8s.settings import (
@@ -179,12 +180,21 @@ async def pod_index(body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]] | No
 # -- start and stop ----------------------------------------------------------------------------
 
 
-async def _serve_metrics(port: int) -> web.AppRunner:
+async def _serve_metrics(state: OperatorState, port: int) -> web.AppRunner:
+    """``/metrics``, and on the same port the lease endpoint of trial reuse."""
+
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def desk_of(namespace: str, name: str) -> Desk | None:
+        runner = state.runners.get((namespace, name))
+        if runner is None:
+            return None
+        return Desk(runner.reconciler.desk, runner.wake.set)
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
+    add_lease_routes(app, desk_of)
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", port).start()
@@ -213,7 +223,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
         ours.connect_timeout_seconds, ours.request_timeout_seconds, RECONCILE_THREADS
     )
     state.indexes = _indexes(kwargs)
-    state.metrics_server = await _serve_metrics(ours.metrics_port)
+    state.metrics_server = await _serve_metrics(state, ours.metrics_port)
     if ours.pushgateway_url:
         state.gc_task = asyncio.create_task(_sweep_forever(state), name="pushgateway gc")
 

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="image of trials whose experiment names none",
     )
     parser.add_argument(
+        "--lease-url",
+        help="how worker pods reach this operator's metrics port, where trial reuse "
+        "(spec.trial.reuse) hands out trials, e.g. http://kubenas-metrics.kubenas.svc:8080",
+    )
+    parser.add_argument(
         "--allow-privileged-pods",
         action="store_true",
         help="let pod templates use privileged containers, host namespaces, hostPath",
@@ -51,6 +56,7 @@ def settings_from(args: argparse.Namespace) -> OperatorSettings:
         namespaces=tuple(args.namespace),
         default_image=args.trainer_image,
         allow_privileged_pods=args.allow_privileged_pods,
+        lease_url=args.lease_url,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         request_timeout_seconds=args.request_timeout,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from kubenas import transitions
@@ -18,6 +17,8 @@ from kubenas.api.experiment import NASExperiment
 from kubenas.api.records import ScreenScores, TrialRecord, TrialRole, TrialState
 from kubenas.api.trial import from_rfc3339
 from kubenas.engine import planner
+from kubenas.k8s.job_state import JobOutcome, failed_condition, job_outcome
+from kubenas.k8s.leases import WorkerView, leased, lost_lease_limit, runs_on_worker
 from kubenas.k8s.manifests import TRAINER_CONTAINER, job_name
 from kubenas.k8s.metrics_source import (
     SOURCE_PROMETHEUS,
@@ -35,11 +36,6 @@ JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 Json = dict[str, Any]
 
 
-class JobOutcome(StrEnum):
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-
-
 @dataclass(frozen=True)
 class Observation:
     """The records after folding in the cluster's state. ``ended``: trials whose run finished
@@ -49,23 +45,6 @@ class Observation:
     records: dict[str, TrialRecord]
     ended: tuple[str, ...] = ()
     relaunch: tuple[str, ...] = ()
-
-
-def job_outcome(job: Mapping[str, Any]) -> JobOutcome | None:
-    """How the Job ended, or None while it has not."""
-    status = job.get("status") or {}
-    if (status.get("succeeded") or 0) >= 1:
-        return JobOutcome.SUCCEEDED
-    if _failed_condition(job) is not None:
-        return JobOutcome.FAILED
-    return None
-
-
-def _failed_condition(job: Mapping[str, Any]) -> Json | None:
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Failed" and condition.get("status") == "True":
-            return dict(condition)
-    return None
 
 
 def pods_of(job: str, pods: Sequence[Json]) -> list[Json]:
@@ -142,12 +121,29 @@ def _ended(
     if started_at is not None:
         record = transitions.started(record, started_at)
     at = from_rfc3339(terminated.get("finishedAt") or status.get("completionTime")) or now
+    failure = None
     if outcome is JobOutcome.FAILED:
-        reason = str((_failed_condition(job) or {}).get("reason") or "Failed")
+        reason = str((failed_condition(job) or {}).get("reason") or "Failed")
         detail = str(terminated.get("message") or terminated.get("reason") or "")
-        message = f"{reason}: exit code {terminated.get('exitCode')}; {detail[-DETAIL_LIMIT:]}"
-        return transitions.failed(record, "Crashed", message.strip(), at)
-    summary = parse_termination_message(terminated.get("message")) or {}
+        failure = f"{reason}: exit code {terminated.get('exitCode')}; {detail[-DETAIL_LIMIT:]}"
+    message = terminated.get("message")
+    return run_ended(experiment, record, failure, message, pushed, screened, at)
+
+
+def run_ended(
+    experiment: NASExperiment,
+    record: TrialRecord,
+    failure: str | None,
+    message: str | None,
+    pushed: TrialMetrics | None,
+    screened: ScreenScores | None,
+    at: float,
+) -> TrialRecord:
+    """The record of a finished run, from how it failed (None: it did not) and its final
+    summary (a termination message), whether a Job or a worker pod ran it."""
+    if failure is not None:
+        return transitions.failed(record, "Crashed", failure.strip(), at)
+    summary = parse_termination_message(message) or {}
     if record.role is TrialRole.SCREEN:
         if screened is None:
             return transitions.failed(
@@ -179,6 +175,31 @@ def _ended(
     )
 
 
+def _on_worker(
+    experiment: NASExperiment,
+    record: TrialRecord,
+    workers: WorkerView,
+    pushed: TrialMetrics | None,
+    now: float,
+) -> tuple[TrialRecord, bool]:
+    """A trial that runs on a worker pod (trial reuse), and whether its run ended: the result
+    its worker delivered for the open lease, the lease lost with a worker Job that ended, or
+    its progress. A pending one waits for a worker to ask: it has no Job to relaunch."""
+    if not leased(record):
+        return record, False
+    delivered = workers.result_of(record)
+    if delivered is not None:
+        failure = None
+        if delivered.exit_code != 0:
+            detail = delivered.message[-DETAIL_LIMIT:]
+            failure = f"exit code {delivered.exit_code} in worker {delivered.worker}; {detail}"
+        return run_ended(experiment, record, failure, delivered.message, pushed, None, now), True
+    if record.worker not in workers.live:
+        after = transitions.lease_lost(record, lost_lease_limit(experiment.spec), now)
+        return after, not after.state.active
+    return _progressed(experiment, record, pushed), False
+
+
 def _progressed(
     experiment: NASExperiment, record: TrialRecord, pushed: TrialMetrics | None
 ) -> TrialRecord:
@@ -199,15 +220,22 @@ def observe(
     metrics: MetricsSnapshot,
     now: float,
     screened: Mapping[str, ScreenScores | None] | None = None,
+    workers: WorkerView | None = None,
 ) -> Observation:
     """Fold every active trial's Job, pod and pushed metrics into its record; ``screened``:
-    the scores read from the logs of screen trials whose Job succeeded."""
+    the scores read from the logs of screen trials whose Job succeeded; ``workers``: with
+    trial reuse, the live worker Jobs and the results their pods delivered."""
     by_name = {j["metadata"]["name"]: j for j in jobs}
     out = dict(records)
     ended: list[str] = []
     relaunch: list[str] = []
     for name, record in records.items():
         if not record.state.active:
+            continue
+        if workers is not None and runs_on_worker(experiment.spec, record):
+            out[name], finished = _on_worker(experiment, record, workers, metrics.of(name), now)
+            if finished:
+                ended.append(name)
             continue
         job = by_name.get(job_name(record.name, record.fidelity))
         if job is None:

@@ -9,12 +9,16 @@ operator can be killed at any moment and started again without losing or duplica
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import secrets
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -30,16 +34,28 @@ from kubenas.final import parse_approval
 from kubenas.k8s import metrics_source, operator_metrics
 from kubenas.k8s.act import ClusterEffects, count_run_time, delete_push_groups
 from kubenas.k8s.client import KubeApi
-from kubenas.k8s.manifests import TRAINER_CONTAINER, PodTemplateError, job_name
-from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
-from kubenas.k8s.observe import (
-    JobOutcome,
-    failure_events,
-    job_outcome,
-    jobs_to_delete,
-    observe,
-    pods_of,
+from kubenas.k8s.job_state import JobOutcome, job_outcome
+from kubenas.k8s.leases import (
+    Delivery,
+    LeaseDesk,
+    WorkerView,
+    finished_workers_to_delete,
+    leased,
+    live_workers,
+    new_workers,
+    reuses_pods,
+    waiting_for_worker,
 )
+from kubenas.k8s.manifests import (
+    TRAINER_CONTAINER,
+    WORKER_TOKEN_KEY,
+    PodTemplateError,
+    build_worker_job,
+    build_worker_secret,
+    job_name,
+)
+from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
+from kubenas.k8s.observe import failure_events, jobs_to_delete, observe, pods_of
 from kubenas.k8s.screen_store import read_configmap
 from kubenas.k8s.settings import ANNOTATION_APPROVE, OperatorSettings
 from kubenas.k8s.status import experiment_status, failed_to_run_status
@@ -52,6 +68,7 @@ TIMEOUT_SLACK_SECONDS = 0.5
 
 Json = dict[str, Any]
 Event = tuple[str, str, str]
+T = TypeVar("T")
 
 # Scores of recent screen trials, by trial uid: their ConfigMaps never change once written, and
 # reading them back costs one GET per proxy.
@@ -118,12 +135,16 @@ class ExperimentReconciler:
         name: str,
         *,
         clock: Callable[[], float] = time.time,
+        desk: LeaseDesk | None = None,
     ) -> None:
         self.api = api
         self.settings = settings
         self.namespace = namespace
         self.name = name
         self.clock = clock
+        # What worker pods asked (trial reuse); in memory only: a restarted operator's workers
+        # ask again, and every lease is in the NASTrials.
+        self.desk = desk or LeaseDesk()
 
     def _parse(self, body: Json) -> NASExperiment | str:
         document: Json = {k: body[k] for k in ("apiVersion", "kind", "spec") if k in body}
@@ -191,6 +212,16 @@ class ExperimentReconciler:
         if isinstance(parsed, str):
             return self._fail(previous, generation, "InvalidSpec", parsed, now)
         experiment = parsed
+        reuse = reuses_pods(experiment.spec)
+        if reuse and not self.settings.lease_url:
+            return self._fail(
+                previous,
+                generation,
+                "ReuseNotServed",
+                "spec.trial.reuse: this operator serves no trial leases; start it with "
+                "--lease-url (the Helm chart sets it)",
+                now,
+            )
 
         trials = {t["metadata"]["name"]: t for t in self.api.list_trials(self.namespace, self.name)}
         stored = {name: read_record(trial, self.api) for name, trial in trials.items()}
@@ -198,7 +229,13 @@ class ExperimentReconciler:
         job_names = {j["metadata"]["name"] for j in jobs}
         watched = any(
             r.state.active and job_name(r.name, r.fidelity) in job_names for r in stored.values()
-        )
+        ) or any(leased(r) for r in stored.values())
+        workers = None
+        deliveries: list[Delivery] = []
+        if reuse:
+            self._worker_token(body)
+            deliveries = self.desk.take_deliveries()
+            workers = WorkerView(live_workers(jobs), {(d.trial, d.lease): d for d in deliveries})
         metrics = self._unqueried()
         pods: list[Json] = []
         if watched:
@@ -210,7 +247,7 @@ class ExperimentReconciler:
                 if metrics.availability is Availability.UNREACHABLE:
                     operator_metrics.PROMETHEUS_ERRORS.inc()
         screened = self._screened(stored, jobs, pods)
-        observed = observe(experiment, stored, jobs, pods, metrics, now, screened)
+        observed = observe(experiment, stored, jobs, pods, metrics, now, screened, workers)
 
         effects = ClusterEffects(self.api, self.settings, body, experiment, trials)
         try:
@@ -241,6 +278,10 @@ class ExperimentReconciler:
             if name not in changed:
                 effects.save(stored[name], record)
 
+        if reuse:
+            records = self._serve_workers(
+                body, experiment, records, jobs, deliveries, decisions, effects, now
+            )
         for name in jobs_to_delete(records, jobs):
             self.api.delete_job(self.namespace, name)
         delete_push_groups(self.settings, self.namespace, experiment.name, observed.ended)
@@ -265,6 +306,66 @@ class ExperimentReconciler:
         outcome.next_pass_in = next_pass_in(experiment, self.settings, records.values(), now)
         return outcome
 
+    def _worker_token(self, body: Json) -> None:
+        """The experiment's worker token, from its Secret (made by the first pass that needs
+        it; an operator started again reads the same one)."""
+        if self.desk.token is not None:
+            return
+        stored = self.api.ensure_secret(build_worker_secret(body, secrets.token_urlsafe(32)))
+        self.desk.token = base64.b64decode(stored["data"][WORKER_TOKEN_KEY]).decode()
+
+    def _serve_workers(
+        self,
+        body: Json,
+        experiment: NASExperiment,
+        records: dict[str, TrialRecord],
+        jobs: list[Json],
+        deliveries: list[Delivery],
+        decisions: Decisions,
+        effects: ClusterEffects,
+        now: float,
+    ) -> dict[str, TrialRecord]:
+        """Trial reuse, after the pass saved its records: answer the delivered results
+        (recorded, or the lease was lost), lease waiting trials to the workers that ask, and
+        keep one live worker Job per trial in flight, up to ``parallelTrials``."""
+        records = dict(records)
+        for delivery in deliveries:
+            record = records.get(delivery.trial)
+            recorded = record is not None and record.lease == delivery.lease and not leased(record)
+            _answer(delivery.answer, recorded)
+        live = live_workers(jobs)
+        queue = waiting_for_worker(experiment.spec, records.values())
+        served = []
+        for ask in self.desk.waiting():
+            held = next((r for r in records.values() if leased(r) and r.worker == ask.worker), None)
+            if decisions.finished:
+                reply: Json = {"stop": True, "reason": f"the search is over: {decisions.reason}"}
+            elif ask.worker not in live:
+                reply = {"stop": True, "reason": f"{ask.worker} is not a live worker Job here"}
+            elif held is not None:  # leased in a pass whose answer never reached it: again
+                reply = {"assignment": effects.assignment(held)}
+            elif queue:
+                record = effects.lease(queue.pop(0), ask.worker, now)
+                records[record.name] = record
+                reply = {"assignment": effects.assignment(record)}
+            else:
+                continue  # no trial to give yet: the ask waits for a later pass
+            _answer(ask.answer, reply)
+            served.append(ask)
+        self.desk.answered(served)
+
+        if decisions.finished:
+            for name in live:
+                self.api.delete_job(self.namespace, name)
+            return records
+        lease_url = self.settings.lease_url
+        assert lease_url is not None, "checked when the pass began"
+        for name in new_workers(experiment.spec, experiment.name, records.values(), jobs):
+            self.api.create_job(build_worker_job(body, experiment, name, lease_url, self.settings))
+        for name in finished_workers_to_delete(jobs, experiment.name):
+            self.api.delete_job(self.namespace, name)
+        return records
+
     def _fail(
         self, previous: ExperimentStatus, generation: int, reason: str, message: str, now: float
     ) -> Outcome:
@@ -279,6 +380,12 @@ class ExperimentReconciler:
         if was is None or (was.status, was.reason, was.message) != ("True", reason, message):
             outcome.events.append(("Warning", reason, message[:1000]))
         return outcome
+
+
+def _answer(answer: Future[T], value: T) -> None:
+    """Answer a worker's request unless its HTTP side gave up waiting meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        answer.set_result(value)
 
 
 def next_pass_in(

@@ -40,3 +40,5 @@ class OperatorSettings:
     pushgateway_gc_seconds: float = 30.0
     run_as_user: int = 65532
     extra_env: dict[str, str] = field(default_factory=dict)
+    # How worker pods reach this operator's lease endpoint (trial reuse); None: not served.
+    lease_url: str | None = None

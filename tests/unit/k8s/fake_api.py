@@ -11,6 +11,7 @@ tests/e2e against the dev cluster.
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 from collections.abc import Callable
@@ -53,6 +54,7 @@ class FakeApi:
         self.pods: dict[Key, Json] = {}
         self.logs: dict[Key, str] = {}
         self.configmaps: dict[Key, Json] = {}
+        self.secrets: dict[Key, Json] = {}
         self.calls: list[tuple[str, str]] = []
         self.failing: dict[str, Exception] = {}
         self._uids = itertools.count(1)
@@ -153,6 +155,18 @@ class FakeApi:
         self._call("get_configmap", name)
         stored = self.configmaps.get((namespace, name))
         return copy.deepcopy(stored) if stored is not None else None
+
+    def ensure_secret(self, secret: Json) -> Json:
+        key = (secret["metadata"]["namespace"], secret["metadata"]["name"])
+        self._call("ensure_secret", key[1])
+        if key not in self.secrets:  # the API server turns stringData into base64 data
+            stored = self._stamp({k: v for k, v in secret.items() if k != "stringData"})
+            stored["data"] = {
+                k: base64.b64encode(v.encode()).decode()
+                for k, v in (secret.get("stringData") or {}).items()
+            }
+            self.secrets[key] = stored
+        return copy.deepcopy(self.secrets[key])
 
     def create_trial(self, trial: Json) -> Json:
         key = (trial["metadata"]["namespace"], trial["metadata"]["name"])

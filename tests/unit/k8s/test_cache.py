@@ -92,6 +92,10 @@ class FakeApi:
         self.calls.append(("get_configmap", name))
         return None
 
+    def ensure_secret(self, secret: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("ensure_secret", secret["metadata"]["name"]))
+        return secret
+
     def create_trial(self, trial: dict[str, Any]) -> dict[str, Any]:
         name = trial["metadata"]["name"]
         self.calls.append(("create_trial", name))
