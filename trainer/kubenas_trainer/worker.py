@@ -10,6 +10,10 @@ It runs each exactly as ``python -m kubenas_trainer`` would with that environmen
 seeds everything from it, so a trial's results do not depend on what ran before), with its
 output going to the two files, and answers ``{"exit": CODE}`` on its own stdout. A trial that
 hangs or times out is ended by killing the worker; the runner then starts a new one.
+
+With ``--serve URL`` it is a Kubernetes worker pod instead: after the same warm-up it asks the
+operator at URL for trials over HTTP (kubenas_trainer.lease_client) and runs up to
+``--max-trials`` of them, their output going to the pod's own log.
 """
 
 import argparse
@@ -27,6 +31,7 @@ from typing import Any, TextIO
 from kubenas_trainer import __main__ as trainer_main
 from kubenas_trainer import data
 from kubenas_trainer.config import default_data_dir
+from kubenas_trainer.lease_client import TOKEN_VARIABLE, LeaseClient, ServeError, serve_leases
 
 
 @contextmanager
@@ -62,18 +67,30 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(base)
 
 
+def _run_trainer() -> int:
+    """``python -m kubenas_trainer`` in this process, with the environment as it is now."""
+    try:
+        return trainer_main.main([])
+    except BaseException:  # main() handles errors; this is for what escapes it
+        traceback.print_exc()
+        return 1
+
+
 def run_job(job: dict[str, Any]) -> int:
     """One trial, as ``python -m kubenas_trainer`` with the job's environment; its exit code."""
     previous = os.getcwd()
     with _environment(job["env"]), _redirected(job["stdout"], job["stderr"]):
         os.chdir(job.get("cwd") or previous)
         try:
-            return trainer_main.main([])
-        except BaseException:  # main() handles errors; this is for what escapes it
-            traceback.print_exc()
-            return 1
+            return _run_trainer()
         finally:
             os.chdir(previous)
+
+
+def run_builtin(env: dict[str, str]) -> int:
+    """A leased built-in trial (``--serve``): in this process, its output the pod's own."""
+    with _environment(env):
+        return _run_trainer()
 
 
 def serve(commands: TextIO, answers: TextIO) -> None:
@@ -89,15 +106,15 @@ def serve(commands: TextIO, answers: TextIO) -> None:
             answers.flush()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m kubenas_trainer.worker", description=__doc__)
-    parser.add_argument("--dataset", help="load this dataset now and keep it for every trial")
-    args = parser.parse_args()
-    # Answers go to a copy of the original stdout; fd 1 itself is lent to each trial.
-    answers = os.fdopen(os.dup(1), "w", buffering=1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
+def _at_least_one(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _warm_up(dataset: str | None) -> None:
+    """Pay now what every trial would pay first: the imports, the device and the dataset."""
     data.keep_loaded_datasets()
     import torch
 
@@ -111,12 +128,52 @@ def main() -> int:
         plan = plan_device(os.environ.get("KUBENAS_DEVICE", "auto"))
         if plan.device.type == "cuda":
             torch.zeros(1, device=plan.device)
-    if args.dataset:
+    if dataset:
         data_dir = os.environ.get("KUBENAS_DATA_DIR")
         # A dataset that cannot load is each trial's to report, as a fresh process would.
         with contextlib.suppress(Exception):
-            data.load_dataset(args.dataset, Path(data_dir) if data_dir else default_data_dir())
-    serve(sys.stdin, answers)
+            data.load_dataset(dataset, Path(data_dir) if data_dir else default_data_dir())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m kubenas_trainer.worker", description=__doc__)
+    parser.add_argument("--dataset", help="load this dataset now and keep it for every trial")
+    parser.add_argument(
+        "--serve", metavar="URL", help="ask the operator at URL for trials instead of stdin"
+    )
+    parser.add_argument(
+        "--max-trials",
+        type=_at_least_one,
+        default=1,
+        metavar="N",
+        help="with --serve: leave after this many trials (default 1)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with --serve: how long to retry an operator that fails before leaving (default 600)",
+    )
+    args = parser.parse_args()
+    if args.serve is None:
+        # Answers go to a copy of the original stdout; fd 1 itself is lent to each trial.
+        answers = os.fdopen(os.dup(1), "w", buffering=1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        _warm_up(args.dataset)
+        serve(sys.stdin, answers)
+        return 0
+    try:
+        client = LeaseClient.from_env(args.serve, os.environ, patience=args.patience)
+        # The client holds the token now; a trial run in this process must not find it either.
+        del os.environ[TOKEN_VARIABLE]
+        _warm_up(args.dataset)
+        serve_leases(client, args.max_trials, run_builtin)
+    except ServeError as error:
+        print(f"kubenas worker: {error}", file=sys.stderr, flush=True)
+        return error.code
     return 0
 
 
