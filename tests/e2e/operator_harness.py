@@ -62,6 +62,8 @@ class OperatorProcess:
         env = os.environ.copy()
         if self.pythonpath is None:
             argv += ["--health-port", str(self.health_port)]
+            # Worker pods (trial reuse) are host processes of the node agent: localhost.
+            argv += ["--lease-url", f"http://127.0.0.1:{self.metrics_port}"]
         else:
             env["PYTHONPATH"] = os.pathsep.join(
                 filter(None, [str(self.pythonpath), env.get("PYTHONPATH")])

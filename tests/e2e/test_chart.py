@@ -352,6 +352,21 @@ def _hardware_experiment(workdir: Path) -> dict[str, Any]:
     }
 
 
+def _reused_experiment(workdir: Path) -> dict[str, Any]:
+    """The built-in trainer on digits with trial reuse: two worker pods, warm, train all six."""
+    doc = _hardware_experiment(workdir)
+    spec = doc["spec"]
+    spec.pop("objective")
+    spec["strategy"] = {"name": "random"}
+    spec["budget"] = {"maxTrials": 6, "parallelTrials": 2}
+    spec["trial"]["checkpointDir"] = str(workdir / "reused")
+    spec["trial"]["reuse"] = {"maxTrialsPerPod": 3}
+    # No GPU: its workers would hold the chart cluster's two for their whole life.
+    spec["trial"]["resources"] = {"limits": {"cpu": 1}}
+    doc["metadata"]["name"] = "reused"
+    return doc
+
+
 @dataclass
 class Installed:
     """What the install-and-run fixture saw, for the tests that judge it."""
@@ -362,6 +377,7 @@ class Installed:
     health: dict[str, Any] = field(default_factory=dict)
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
     listing: str = ""  # kubectl get nasx, as a user reads it
+    reused_trials: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _get(cluster: Cluster, kind: str, name: str, namespace: str = WATCHED_NS) -> dict[str, Any]:
@@ -400,6 +416,9 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
         f"operator.metricsPort={cluster.operator_metrics_port}",
         "--set",
         f"operator.healthPort={health_port}",
+        "--set",
+        # Pods here are host processes of the node agent, with no cluster DNS.
+        f"operator.leaseURL=http://127.0.0.1:{cluster.operator_metrics_port}",
         "--set",
         f"prometheus.url={cluster.prometheus_url}",
         "--set",
@@ -442,7 +461,11 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
             },
         ),
     ]
-    manifests += [_screened_experiment(workdir), _hardware_experiment(workdir)]
+    manifests += [
+        _screened_experiment(workdir),
+        _hardware_experiment(workdir),
+        _reused_experiment(workdir),
+    ]
     _run(cluster, "kubectl", "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
     seen = Installed(cluster, started, 0.0)
     seen.snapshots["running"] = wait_until(
@@ -459,6 +482,7 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
         ("hostnet", "Failed", 60),
         ("screened", "Succeeded", 300),
         ("hardware", "Succeeded", 300),
+        ("reused", "Succeeded", 300),
     ):
         _run(
             cluster,
@@ -480,6 +504,21 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     seen.snapshots["failed"] = _get(cluster, "nasx", "hostnet")
     seen.snapshots["screened"] = _get(cluster, "nasx", "screened")
     seen.snapshots["hardware"] = _get(cluster, "nasx", "hardware")
+    seen.snapshots["reused"] = _get(cluster, "nasx", "reused")
+    seen.reused_trials = json.loads(
+        _run(
+            cluster,
+            "kubectl",
+            "get",
+            "nastrials",
+            "-n",
+            WATCHED_NS,
+            "-l",
+            "kubenas.io/experiment=reused",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
     seen.listing = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS).stdout
     print(seen.listing)
     return seen
@@ -495,7 +534,7 @@ def _reachable(url: str) -> bool:
 
 def test_liveness_is_kopfs_endpoint_answering_our_probe(installed: Installed) -> None:
     """kopf's /healthz runs the @kopf.on.probe handlers: it reports the experiments' loops."""
-    assert installed.health["reconcile-loops"]["experiments"] == 4, installed.health
+    assert installed.health["reconcile-loops"]["experiments"] == 5, installed.health
     assert installed.health["reconcile-loops"]["passes"] >= 2
 
 
@@ -540,6 +579,20 @@ def test_a_screened_experiment_screens_then_trains_with_every_object_small(
     print(f"{len(sizes)} objects, the largest {largest}: {sizes[largest]} bytes")
     assert "ConfigMap/screened-0000-screen-naswot" in sizes
     assert sizes[largest] < 100_000
+
+
+def test_trial_reuse_under_the_charts_operator_trains_every_trial_on_few_worker_pods(
+    installed: Installed,
+) -> None:
+    """The chart's operator hands the trials to worker pods through its lease endpoint (the
+    chart's --lease-url); with three trials per pod, six trials take two or three workers."""
+    status = installed.snapshots["reused"]["status"]
+    assert status["trials"]["succeeded"] == 6, status
+    workers = {t["status"]["worker"] for t in installed.reused_trials}
+    print(f"trial reuse under the chart: workers {sorted(workers)}")
+    assert workers <= {"reused-w1", "reused-w2", "reused-w3"} and len(workers) >= 2
+    assert all(t["status"]["job"] == t["status"]["worker"] for t in installed.reused_trials)
+    assert all(t["status"]["metrics"]["val_accuracy"] > 0 for t in installed.reused_trials)
 
 
 def test_a_constrained_multi_objective_experiment_shows_its_front(installed: Installed) -> None:
@@ -736,6 +789,7 @@ RECOVERY_ONLY = {
         "get",
     ): "passes read experiments from the watch; a GET only marks one Failed that cannot be "
     "reconciled, or confirms an experiment is gone before its Pushgateway groups are swept",
+    ("", "secrets", "get"): "read back a worker token an earlier operator created (409 on create)",
 }
 
 
@@ -837,7 +891,8 @@ def test_uninstall_leaves_only_crds_and_experiments(uninstalled: Cluster) -> Non
     ]
     kept = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout.split()
     assert sorted(kept) == [
-        f"nasexperiment.kubenas.io/{name}" for name in ("hardware", "hostnet", "quick", "screened")
+        f"nasexperiment.kubenas.io/{name}"
+        for name in ("hardware", "hostnet", "quick", "reused", "screened")
     ]
     assert _run(cluster, "kubectl", "get", "nast", "-n", WATCHED_NS, "-o", "name").stdout.split()
 
@@ -846,7 +901,7 @@ def test_experiments_delete_without_the_operator(uninstalled: Cluster) -> None:
     """No finalizer waits for an operator: with the chart gone, experiments delete at once,
     and their trials (and a screen trial's ConfigMaps) follow by owner reference."""
     cluster = uninstalled
-    for name in ("quick", "hostnet", "screened", "hardware"):
+    for name in ("quick", "hostnet", "screened", "hardware", "reused"):
         assert not _get(cluster, "nasx", name)["metadata"].get("finalizers")
         _run(cluster, "kubectl", "delete", "nasx", name, "-n", WATCHED_NS, "--timeout=60s")
     assert not _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS, "-o", "name").stdout

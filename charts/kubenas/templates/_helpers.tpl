@@ -64,6 +64,10 @@ log by tests/e2e/test_chart.py: every verb here is used, none is missing). */}}
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create]
+# Trial reuse: each experiment's worker token, which its worker pods show the operator.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
