@@ -412,6 +412,18 @@ def _bench_operator(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench_reuse(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from kubenas.bench.reuse import format_table, measure
+
+    runs = measure(Path(args.experiment), args.trials, args.parallel, args.per_pod, args.timeout)
+    print(format_table(runs))
+    if args.json:
+        print(json.dumps({"results": [asdict(r) for r in runs]}))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubenas", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -580,6 +592,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench_op.add_argument("--keep", help="keep logs and audit logs in this folder")
     bench_op.add_argument("--json", action="store_true", help="last line: JSON results")
     bench_op.set_defaults(func=_bench_operator)
+
+    reuse = bench.add_parser(
+        "reuse", help="an experiment on a dev cluster with a Job per trial, then with trial reuse"
+    )
+    reuse.add_argument(
+        "experiment", nargs="?", default="examples/digits-cell.yaml", help="its search is run"
+    )
+    reuse.add_argument("--trials", type=int, default=12, help="maxTrials of each run")
+    reuse.add_argument("--parallel", type=int, default=2, help="parallelTrials")
+    reuse.add_argument("--per-pod", type=int, default=4, help="maxTrialsPerPod of the reuse run")
+    reuse.add_argument("--timeout", type=float, default=1800, help="seconds per run")
+    reuse.add_argument("--json", action="store_true", help="last line: JSON results")
+    reuse.set_defaults(func=_bench_reuse)
     return parser
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from kubenas.bench.table import side_by_side
 from kubenas.k8s.settings import (
     EXPERIMENTS,
     GROUP,
@@ -288,7 +289,10 @@ class OperatorProcess:
         pushgateway_url: str,
         source: Path | None,
         env: dict[str, str],
+        *,
+        lease_url: bool = False,
     ) -> None:
+        """``lease_url``: serve trial reuse to the dev cluster's pods (host processes)."""
         self.metrics_port = _free_port()
         argv = [
             sys.executable,
@@ -305,6 +309,8 @@ class OperatorProcess:
             pushgateway_url,
         ]
         env = dict(env)
+        if lease_url:
+            argv += ["--lease-url", f"http://127.0.0.1:{self.metrics_port}"]
         if source is None:
             argv += ["--health-port", str(_free_port())]
         else:
@@ -381,7 +387,7 @@ def _largest_object_kb(api_client: client.ApiClient, namespace: str) -> float:
 
 
 @contextlib.contextmanager
-def _dev_cluster(workdir: Path, audit_log: Path) -> Iterator[Any]:
+def dev_cluster(workdir: Path, audit_log: Path) -> Iterator[Any]:
     try:
         from kubenas_devcluster import Cluster
     except ImportError:
@@ -394,7 +400,7 @@ def _dev_cluster(workdir: Path, audit_log: Path) -> Iterator[Any]:
         cluster.stop()
 
 
-def _apply_crds(cluster: Any, env: dict[str, str], source: Path | None) -> None:
+def apply_crds(cluster: Any, env: dict[str, str], source: Path | None) -> None:
     """The CRDs of the checkout whose operator runs (an older operator refuses newer fields)."""
     kubectl = str(cluster.bin_dir / "kubectl")
     subprocess.run(
@@ -418,7 +424,7 @@ def _apply_crds(cluster: Any, env: dict[str, str], source: Path | None) -> None:
     )
 
 
-def _namespace(api_client: client.ApiClient) -> str:
+def make_namespace(api_client: client.ApiClient) -> str:
     core = client.CoreV1Api(api_client)
     name = f"bench-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": name}})
@@ -444,12 +450,12 @@ def measure_one(
     """A fresh dev cluster with an audit log, one operator (this checkout's, or ``source``'s),
     the experiments run to the end, and the figures."""
     audit_log = workdir / "audit.log"
-    with _dev_cluster(workdir / "cluster", audit_log) as cluster:
+    with dev_cluster(workdir / "cluster", audit_log) as cluster:
         env = {**os.environ, **cluster.env()}
-        _apply_crds(cluster, env, source)
+        apply_crds(cluster, env, source)
         api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig))
         api_client.user_agent = DRIVER_AGENT
-        namespace = _namespace(api_client)
+        namespace = make_namespace(api_client)
         operator = OperatorProcess(
             namespace,
             workdir / "operator.log",
@@ -526,14 +532,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ("reconcile_mean_ms", "mean reconcile pass (ms)"),
     ):
         lines.append([what, *(f"{r[key]:g}" for r in rows)])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    )
+    return side_by_side(lines)
 
 
 def measure(
