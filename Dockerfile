@@ -2,9 +2,10 @@
 # Two images from one source tree:
 #   docker build --target operator -t kubenas-operator:0.1.0 .   # the controller, no torch
 #   docker build --target trainer  -t kubenas-trainer:0.1.0 .    # the built-in trainer, torch+CUDA
-# Each installs into a virtual environment in a build stage and copies only that environment
-# into a slim runtime stage; both run as the numeric non-root user 65532 (the chart's and the
-# operator's default runAsUser), so runAsNonRoot can verify it without a passwd entry.
+# Each installs its dependencies into a virtual environment in a build stage, copies only that
+# environment into a slim runtime stage and installs the project over it there. Both run as the
+# numeric non-root user 65532 (the chart's and the operator's default runAsUser), so
+# runAsNonRoot can verify it without a passwd entry.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -14,14 +15,28 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY trainer/ trainer/
 
-# --- operator ---------------------------------------------------------------------------------
-FROM source AS operator-build
-RUN python -m venv /opt/kubenas \
- && /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check . \
- && ! /opt/kubenas/bin/python -c "import torch" 2>/dev/null
+# The dependencies come first, from pyproject.toml alone (the project itself is an empty
+# stand-in here), so a change to the code or the README reinstalls the project, not torch.
+FROM ${PYTHON_IMAGE} AS dependencies
+WORKDIR /src
+COPY pyproject.toml ./
+RUN mkdir -p operator/kubenas trainer/kubenas_trainer \
+ && touch README.md operator/kubenas/__init__.py trainer/kubenas_trainer/__init__.py \
+ && python -m venv /opt/kubenas
 
+# --- operator ---------------------------------------------------------------------------------
+FROM dependencies AS operator-dependencies
+RUN /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check .
+
+# The runtime stage takes the dependencies' environment as one layer, which stays cached, and
+# installs the project over the stand-in in a small layer of its own.
 FROM ${PYTHON_IMAGE} AS operator
-COPY --from=operator-build /opt/kubenas /opt/kubenas
+COPY --from=operator-dependencies /opt/kubenas /opt/kubenas
+COPY --from=source /src/ /tmp/kubenas-src/
+RUN /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+      --force-reinstall /tmp/kubenas-src \
+ && rm -rf /tmp/kubenas-src \
+ && ! /opt/kubenas/bin/python -c "import torch" 2>/dev/null
 ENV PATH=/opt/kubenas/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -31,16 +46,19 @@ ENTRYPOINT ["kubenas"]
 CMD ["operator"]
 
 # --- trainer ----------------------------------------------------------------------------------
-FROM source AS trainer-build
+FROM dependencies AS trainer-dependencies
 # PyPI's Linux x86_64 torch wheels bring their CUDA runtime (nvidia-* wheels); point this at
 # https://download.pytorch.org/whl/cu124 (or cpu) to pin another build.
 ARG TORCH_INDEX_URL=https://pypi.org/simple
-RUN python -m venv /opt/kubenas \
- && /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check \
+RUN /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check \
       --extra-index-url "${TORCH_INDEX_URL}" ".[trainer]"
 
 FROM ${PYTHON_IMAGE} AS trainer
-COPY --from=trainer-build /opt/kubenas /opt/kubenas
+COPY --from=trainer-dependencies /opt/kubenas /opt/kubenas
+COPY --from=source /src/ /tmp/kubenas-src/
+RUN /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+      --force-reinstall /tmp/kubenas-src \
+ && rm -rf /tmp/kubenas-src
 # HOME for caches (datasets, torch) that a read-only root filesystem would refuse elsewhere.
 ENV PATH=/opt/kubenas/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEVCLUSTER = PYTHONPATH=hack $(PYTHON) -m kubenas_devcluster
 
-.PHONY: install demo test test-unit lint system-packages cluster-binaries cluster-prereqs cluster-up cluster-down bench-nb201
+.PHONY: install demo test test-unit lint system-packages images cluster-binaries cluster-prereqs cluster-up cluster-down bench-nb201
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,trainer]'
@@ -11,7 +11,7 @@ install:
 demo: install
 	$(PYTHON) -m kubenas.cli run examples/digits-cell.yaml --out runs/demo
 
-test: install cluster-binaries system-packages
+test: install cluster-binaries system-packages images
 	$(PYTHON) -m pytest
 
 test-unit: install
@@ -25,10 +25,17 @@ lint: install
 	$(PYTHON) -m mypy $(LINTED)
 
 # Debian packages some tests run for real: lua5.1 is the Lua dialect Argo CD embeds; chromium
-# opens the HTML report headless.
+# opens the HTML report headless; buildah, podman, mmdebstrap and runc build and run the images.
 system-packages:
 	@command -v lua5.1 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.1; }
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@for tool in buildah podman mmdebstrap runc; do command -v $$tool >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq buildah podman mmdebstrap runc; }
+
+# The operator and trainer images, built with buildah from a Debian-made base (docs/operate.md);
+# cached outside the checkout by their content, so an unrelated change builds nothing.
+images: system-packages
+	PYTHONPATH=hack $(PYTHON) -m kubenas_images
 
 cluster-binaries cluster-prereqs:
 	$(DEVCLUSTER) prereqs
