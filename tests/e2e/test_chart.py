@@ -385,6 +385,23 @@ def _get(cluster: Cluster, kind: str, name: str, namespace: str = WATCHED_NS) ->
     return json.loads(out)  # type: ignore[no-any-return]
 
 
+def _trials_of(cluster: Cluster, experiment: str) -> list[dict[str, Any]]:
+    """The experiment's NASTrials, as ``kubectl get nastrials -l`` lists them."""
+    listed = _run(
+        cluster,
+        "kubectl",
+        "get",
+        "nastrials",
+        "-n",
+        WATCHED_NS,
+        "-l",
+        f"kubenas.io/experiment={experiment}",
+        "-o",
+        "json",
+    ).stdout
+    return json.loads(listed)["items"]  # type: ignore[no-any-return]
+
+
 def _condition(obj: dict[str, Any], kind: str) -> str | None:
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c["type"] == kind:
@@ -505,20 +522,7 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     seen.snapshots["screened"] = _get(cluster, "nasx", "screened")
     seen.snapshots["hardware"] = _get(cluster, "nasx", "hardware")
     seen.snapshots["reused"] = _get(cluster, "nasx", "reused")
-    seen.reused_trials = json.loads(
-        _run(
-            cluster,
-            "kubectl",
-            "get",
-            "nastrials",
-            "-n",
-            WATCHED_NS,
-            "-l",
-            "kubenas.io/experiment=reused",
-            "-o",
-            "json",
-        ).stdout
-    )["items"]
+    seen.reused_trials = _trials_of(cluster, "reused")
     seen.listing = _run(cluster, "kubectl", "get", "nasx", "-n", WATCHED_NS).stdout
     print(seen.listing)
     return seen
@@ -608,20 +612,7 @@ def test_a_constrained_multi_objective_experiment_shows_its_front(installed: Ins
     for member in status["paretoFront"]:
         assert member["metrics"]["params"] <= PARAMS_BOUND
         assert member["metrics"]["latency_ms"] > 0
-    items = json.loads(
-        _run(
-            installed.cluster,
-            "kubectl",
-            "get",
-            "nastrials",
-            "-n",
-            WATCHED_NS,
-            "-l",
-            "kubenas.io/experiment=hardware",
-            "-o",
-            "json",
-        ).stdout
-    )["items"]
+    items = _trials_of(installed.cluster, "hardware")
     infeasible = [t["status"] for t in items if t["status"].get("reason") == "Infeasible"]
     assert len(infeasible) == trials["infeasible"]
     for trial in infeasible:

@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from kubenas_devcluster import Cluster
 
-from .operator_harness import OperatorProcess, condition, finished, kubectl, trials, wait_until
-from .test_operator import _ledger, _quick_experiment
+from .operator_harness import OperatorProcess, condition, finished, trials, wait_until
+from .test_operator import _apply, _ledger, _quick_experiment
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +95,7 @@ def test_twelve_candidates_train_in_four_pods_through_an_operator_kill(
     operator = start_operator(namespace)
     doc = _reuse_experiment("reused", tmp_path, epoch_seconds=0.3)
     with _worker_pods_seen(k8s, namespace) as pods:
-        kubectl(cluster.bin_dir, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
+        _apply(cluster, namespace, doc)
         for lines in (6, 18):  # three epochs a trial: a kill after about 2 and 6 trials
 
             def trained(enough: int = lines) -> bool:
@@ -127,7 +126,7 @@ def test_a_worker_pod_killed_mid_trial_gives_its_trial_back_and_nothing_is_recor
     start_operator(namespace)
     doc = _reuse_experiment("killed", tmp_path, epoch_seconds=0.6)
     with _worker_pods_seen(k8s, namespace) as pods:
-        kubectl(cluster.bin_dir, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
+        _apply(cluster, namespace, doc)
         wait_until(lambda: len(_ledger(tmp_path)) >= 2, 120, "trials to train")
         found = wait_until(_trial_under_worker, 60, "a trial training on a worker", 0.05)
         worker_pid, victim = found
