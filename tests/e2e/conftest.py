@@ -13,7 +13,7 @@ from kubernetes.client.rest import ApiException
 from kubenas_devcluster import BinariesMissing, Cluster
 from kubenas_devcluster.testing import wait_for
 
-from .operator_harness import REPO, OperatorProcess, kubectl
+from .operator_harness import POD_SECURITY, REPO, OperatorProcess, kubectl
 
 
 @pytest.fixture(scope="session")
@@ -44,15 +44,18 @@ def k8s(cluster: Cluster) -> client.ApiClient:
 
 
 @pytest.fixture
-def make_namespace(k8s: client.ApiClient) -> Iterator[Callable[[], str]]:
+def make_namespace(k8s: client.ApiClient) -> Iterator[Callable[..., str]]:
     """Creates namespaces whose ``default`` ServiceAccount exists (pods are refused before);
-    deletes them, without waiting, at the end of the test."""
+    deletes them, without waiting, at the end of the test. Pod Security ``restricted`` is
+    enforced in them unless ``pod_security`` says otherwise (None: not labelled), so every
+    trial and worker pod the operator makes is admitted as a locked-down namespace admits it."""
     core = client.CoreV1Api(k8s)
     created: list[str] = []
 
-    def create() -> str:
+    def create(pod_security: str | None = "restricted") -> str:
         name = f"e2e-{uuid.uuid4().hex[:8]}"
-        core.create_namespace({"metadata": {"name": name}})
+        labels = {POD_SECURITY: pod_security} if pod_security else {}
+        core.create_namespace({"metadata": {"name": name, "labels": labels}})
         created.append(name)
         wait_for(
             lambda: _exists(lambda: core.read_namespaced_service_account("default", name)),
@@ -71,7 +74,7 @@ def make_namespace(k8s: client.ApiClient) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
-def namespace(make_namespace: Callable[[], str]) -> str:
+def namespace(make_namespace: Callable[..., str]) -> str:
     return make_namespace()
 
 
@@ -104,12 +107,15 @@ def start_operator(
 ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def start(namespace: str, prometheus_url: str | None = None) -> OperatorProcess:
+    def start(
+        namespace: str, prometheus_url: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> OperatorProcess:
         operator = OperatorProcess(
             namespace,
             tmp_path / f"operator-{len(started)}.log",
             prometheus_url or cluster.prometheus_url,
             cluster.pushgateway_url,
+            extra_args=extra_args,
         )
         operator.start()
         started.append(operator)

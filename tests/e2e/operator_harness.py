@@ -16,6 +16,8 @@ from typing import Any
 from kubernetes import client
 
 REPO = Path(__file__).resolve().parents[2]
+# The namespace label that makes the API server enforce a Pod Security level.
+POD_SECURITY = "pod-security.kubernetes.io/enforce"
 
 
 def free_port() -> int:
@@ -36,6 +38,7 @@ class OperatorProcess:
         metrics_port: int | None = None,
         health_port: int | None = None,
         pythonpath: Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.namespace = namespace
         self.log = log
@@ -45,6 +48,7 @@ class OperatorProcess:
         self.health_port = health_port or free_port()
         # Another checkout's operator package (the benchmark's "before" run); None: this one.
         self.pythonpath = pythonpath
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -72,6 +76,7 @@ class OperatorProcess:
             argv += ["--prometheus-url", self.prometheus_url]
         if self.pushgateway_url:
             argv += ["--pushgateway-url", self.pushgateway_url]
+        argv += self.extra_args
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 argv,

@@ -26,7 +26,7 @@ import yaml
 
 from kubenas_devcluster import BinariesMissing, Cluster, binaries
 
-from .operator_harness import REPO, free_port, wait_until
+from .operator_harness import POD_SECURITY, REPO, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -416,6 +416,8 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ins
     health_port = free_port()
     for namespace in (RELEASE_NS, WATCHED_NS):
         _run(cluster, "kubectl", "create", "namespace", namespace, check=False)
+        # The operator pod and every trial and worker pod must pass Pod Security restricted.
+        _run(cluster, "kubectl", "label", "namespace", namespace, f"{POD_SECURITY}=restricted")
     notes = _run(
         cluster,
         "helm",

@@ -25,6 +25,14 @@ from kubenas_devcluster.testing import wait_for
 
 pytestmark = pytest.mark.e2e
 
+
+@pytest.fixture
+def namespace(make_namespace: Callable[..., str]) -> str:
+    """The node agent's own tests run plain pods, not the operator's locked-down ones: no Pod
+    Security label."""
+    return make_namespace(None)
+
+
 HACK_DIR = Path(__file__).resolve().parents[2] / "hack"
 # Writes the GPUs it saw and when it ran to its termination message, after sleeping argv[1] s.
 GPU_PROBE = (
@@ -178,10 +186,10 @@ def started_pids(pid_file: Path) -> list[int]:
 
 
 def test_deleting_pods_and_namespaces_leaves_no_process(
-    k8s: client.ApiClient, make_namespace: Callable[[], str], tmp_path: Path
+    k8s: client.ApiClient, make_namespace: Callable[..., str], tmp_path: Path
 ) -> None:
     core = client.CoreV1Api(k8s)
-    namespace = make_namespace()
+    namespace = make_namespace(None)
     core.create_namespaced_pod(namespace, sleeper_pod("deleted", tmp_path / "deleted"))
     core.create_namespaced_pod(namespace, sleeper_pod("left", tmp_path / "left"))
     deleted_pids = started_pids(tmp_path / "deleted")

@@ -505,3 +505,49 @@ def test_digits_example_runs_as_written(
     assert (tmp_path / "digits.onnx").read_bytes() == (exported / "model.onnx").read_bytes()
     assert seen_gpu_requests == {"1"}
     assert 1 <= peak["running"] <= min(spec["budget"]["parallelTrials"], 2)
+
+
+def test_a_trial_that_would_run_as_root_is_refused_by_the_operator_and_by_pod_security(
+    cluster: Cluster,
+    k8s: client.ApiClient,
+    make_namespace: Callable[..., str],
+    start_operator: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    """Two guards: the operator's own policy refuses the template before any Job exists; an
+    operator told to allow it (--allow-privileged-pods) still meets Pod Security admission in
+    a namespace that enforces ``restricted``, which refuses the trial's pod."""
+    root = {"spec": {"securityContext": {"runAsUser": 0}}}
+    doc = _quick_experiment("rooted", tmp_path)
+    doc["spec"]["trial"]["podTemplate"] = root
+
+    guarded = make_namespace()
+    start_operator(guarded)
+    _apply(cluster, guarded, doc)
+    done = wait_until(lambda: finished(k8s, guarded, "rooted"), 60, "the operator to refuse it")
+    refused = condition(done, "Failed")
+    assert refused is not None and refused["reason"] == "PodTemplateNotAllowed", done["status"]
+    print(f"the operator: {refused['message']}")
+    assert "spec.trial.podTemplate.spec.securityContext.runAsUser" in refused["message"]
+    assert not client.BatchV1Api(k8s).list_namespaced_job(guarded).items, "no Job was made"
+
+    admitted_by_psa = make_namespace()
+    start_operator(admitted_by_psa, extra_args=("--allow-privileged-pods",))
+    _apply(cluster, admitted_by_psa, doc)
+    core = client.CoreV1Api(k8s)
+
+    def pod_security_refusal() -> str | None:
+        events = core.list_namespaced_event(admitted_by_psa).items
+        return next(
+            (
+                e.message
+                for e in events
+                if e.reason == "FailedCreate" and "PodSecurity" in e.message
+            ),
+            None,
+        )
+
+    message = wait_until(pod_security_refusal, 60, "Pod Security to refuse the trial's pod")
+    print(f"Pod Security admission: {message}")
+    assert 'violates PodSecurity "restricted:latest"' in message and "runAsUser=0" in message
+    assert not core.list_namespaced_pod(admitted_by_psa).items, "no trial pod was admitted"

@@ -39,12 +39,22 @@ def _hold_one_gpu(k8s: client.ApiClient, namespace: str, gpus: int) -> None:
         "metadata": {"name": "gpu-holder"},
         "spec": {
             "restartPolicy": "Never",
+            # Pod Security restricted, as the namespace enforces.
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
             "containers": [
                 {
                     "name": "hold",
                     "image": "none",
                     "command": ["python", "-c", "import time; time.sleep(3600)"],
                     "resources": {"limits": {"nvidia.com/gpu": str(gpus - 1)}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
                 }
             ],
         },

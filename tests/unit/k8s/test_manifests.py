@@ -115,6 +115,32 @@ def test_pod_template_adds_volumes_but_not_privileges() -> None:
             },
             "containers[0].securityContext",
         ),
+        ({"spec": {"securityContext": {"runAsUser": 0}}}, "spec.securityContext.runAsUser"),
+        (
+            {"spec": {"containers": [{"name": "trainer", "securityContext": {"runAsUser": 0}}]}},
+            "containers[0].securityContext.runAsUser",
+        ),
+        (
+            {
+                "spec": {
+                    "initContainers": [{"name": "i", "securityContext": {"runAsNonRoot": False}}]
+                }
+            },
+            "initContainers[0].securityContext.runAsNonRoot",
+        ),
+        (
+            {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "side",
+                            "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}},
+                        }
+                    ]
+                }
+            },
+            "containers[0].securityContext.capabilities.add: SYS_ADMIN",
+        ),
     ):
         with pytest.raises(PodTemplateError, match=field.replace("[", r"\[").replace("]", r"\]")):
             _job(_experiment(podTemplate=bad))
@@ -123,6 +149,13 @@ def test_pod_template_adds_volumes_but_not_privileges() -> None:
         OperatorSettings(allow_privileged_pods=True),
     )
     assert allowed["spec"]["template"]["spec"]["hostNetwork"] is True
+    bind = {"capabilities": {"add": ["NET_BIND_SERVICE"]}}
+    kept = _job(
+        _experiment(
+            podTemplate={"spec": {"containers": [{"name": "trainer", "securityContext": bind}]}}
+        )
+    )
+    assert kept["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRoot"]
 
 
 def test_conditions_read_as_kstatus_expects() -> None:
