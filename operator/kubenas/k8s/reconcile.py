@@ -279,9 +279,12 @@ class ExperimentReconciler:
                 effects.save(stored[name], record)
 
         if reuse:
-            records = self._serve_workers(
-                body, experiment, records, jobs, deliveries, decisions, effects, now
-            )
+            try:
+                records = self._serve_workers(
+                    body, experiment, records, jobs, deliveries, decisions, effects, now
+                )
+            except PodTemplateError as exc:  # the worker Jobs' pod, as a trial Job's above
+                return self._fail(previous, generation, "PodTemplateNotAllowed", str(exc), now)
         for name in jobs_to_delete(records, jobs):
             self.api.delete_job(self.namespace, name)
         delete_push_groups(self.settings, self.namespace, experiment.name, observed.ended)

@@ -199,3 +199,11 @@ def test_an_operator_without_a_lease_url_refuses_reuse_naming_the_field() -> Non
     message = world.api.status_of(NS, "exp").condition("Failed")
     assert message is not None and "spec.trial.reuse" in (message.message or "")
     assert world.job_names() == []
+
+
+def test_a_pod_template_the_operator_refuses_fails_the_experiment_before_any_worker() -> None:
+    trial = {**REUSE["trial"], "podTemplate": {"spec": {"hostNetwork": True}}}
+    world = reuse_world(trial=trial)
+    world.reconcile()
+    assert world.condition("Failed") == ("True", "PodTemplateNotAllowed")
+    assert world.job_names() == []
