@@ -1,6 +1,7 @@
-"""The Dockerfile read as text, a fast tier below tests/images (which builds and runs it):
-checked against the packaging it installs: the targets exist, what they run resolves to real console scripts and
-modules, the operator image gets no torch, and every image runs as a numeric non-root user."""
+"""The Dockerfile read as text, a fast tier below tests/images (which builds and runs it),
+checked against the packaging it installs: the targets exist, what they run resolves to real
+console scripts and modules, the operator image gets no torch, and every image runs as a
+numeric non-root user."""
 
 from __future__ import annotations
 
