@@ -19,7 +19,7 @@ from typing import Any
 
 from kubenas.api.experiment import ExperimentSpec
 from kubenas.api.records import TrialRecord, TrialRole, TrialState
-from kubenas.k8s.job_state import job_outcome
+from kubenas.k8s.job_state import JobOutcome, job_outcome
 from kubenas.k8s.manifests import LABEL_WORKER
 
 Json = dict[str, Any]
@@ -152,6 +152,16 @@ def worker_name(experiment: str, number: int) -> str:
     return f"{experiment}-w{number}"
 
 
+def _numbered(jobs: Sequence[Json], experiment: str) -> dict[int, Json]:
+    """The experiment's worker Jobs by their number."""
+    return {
+        n: j
+        for j in jobs
+        if is_worker_job(j)
+        and (n := worker_number(str(j["metadata"]["name"]), experiment)) is not None
+    }
+
+
 def new_workers(
     spec: ExperimentSpec, experiment: str, records: Iterable[TrialRecord], jobs: Sequence[Json]
 ) -> list[str]:
@@ -160,37 +170,20 @@ def new_workers(
     exists), so a pass repeated after a crash finds its Job there instead of making another."""
     active = sum(r.state.active and runs_on_worker(spec, r) for r in records)
     wanted = min(spec.budget.parallel_trials, active) - len(live_workers(jobs))
-    numbers = [
-        n
-        for j in jobs
-        if is_worker_job(j)
-        and (n := worker_number(str(j["metadata"]["name"]), experiment)) is not None
-    ]
-    first = max(numbers, default=0) + 1
+    first = max(_numbered(jobs, experiment), default=0) + 1
     return [worker_name(experiment, first + i) for i in range(max(0, wanted))]
 
 
 def finished_workers_to_delete(jobs: Sequence[Json], experiment: str) -> list[str]:
     """Succeeded worker Jobs, except the highest-numbered (it carries the numbering on): a
     long search leaves no pile of them. Failed ones stay for ``kubectl logs``."""
-    succeeded = [
-        (n, str(j["metadata"]["name"]))
-        for j in jobs
-        if is_worker_job(j)
-        and job_outcome(j) is not None
-        and (j.get("status") or {}).get("succeeded")
-        and (n := worker_number(str(j["metadata"]["name"]), experiment)) is not None
+    numbered = _numbered(jobs, experiment)
+    highest = max(numbered, default=None)
+    return [
+        str(j["metadata"]["name"])
+        for n, j in numbered.items()
+        if n != highest and job_outcome(j) is JobOutcome.SUCCEEDED
     ]
-    highest = max(
-        (
-            n
-            for j in jobs
-            if is_worker_job(j)
-            and (n := worker_number(str(j["metadata"]["name"]), experiment)) is not None
-        ),
-        default=None,
-    )
-    return [name for n, name in succeeded if n != highest]
 
 
 def waiting_for_worker(spec: ExperimentSpec, records: Iterable[TrialRecord]) -> list[TrialRecord]:

@@ -207,3 +207,20 @@ def test_a_pod_template_the_operator_refuses_fails_the_experiment_before_any_wor
     world.reconcile()
     assert world.condition("Failed") == ("True", "PodTemplateNotAllowed")
     assert world.job_names() == []
+
+
+def test_succeeded_workers_go_but_the_highest_number_and_failed_ones_stay() -> None:
+    world = reuse_world()
+    world.reconcile()
+    given = assignment(world, "exp-w1")
+    deliver(world, "exp-w1", given)
+    world.succeed("exp-w1")  # it left after its trials
+    world.crash("exp-w2", 137, "")  # lost, for kubectl logs
+    world.reconcile()
+    world.reconcile()
+    assert "exp-w1" not in world.job_names(), "a succeeded worker is cleaned up"
+    assert "exp-w2" in world.job_names(), "a failed worker stays"
+    highest = max(int(n.rsplit("w", 1)[1]) for n in world.job_names() if "-w" in n)
+    world.succeed(f"exp-w{highest}")
+    world.reconcile()
+    assert f"exp-w{highest}" in world.job_names(), "the highest number carries the numbering"
