@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from kubenas_devcluster import binaries, cluster, nodeagent
+from kubenas_devcluster import binaries, cluster, node, nodeagent
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent.parent / ".cluster"
 
@@ -26,7 +26,12 @@ def main(argv: list[str] | None = None) -> int:
             help="where PIDs, logs, kubeconfig and env live (default: %(default)s)",
         )
     up.add_argument("--gpus", type=int, default=2, help="nvidia.com/gpu capacity of each node")
-    up.add_argument("--nodes", type=int, default=1)
+    up.add_argument(
+        "--node-agent",
+        action="store_true",
+        help="run pods as host processes with our node agent instead of a real kubelet",
+    )
+    up.add_argument("--nodes", type=int, default=1, help="how many nodes (the agent only)")
     up.add_argument(
         "--operator-metrics-port",
         type=int,
@@ -54,13 +59,14 @@ def main(argv: list[str] | None = None) -> int:
                 gpus=args.gpus,
                 nodes=args.nodes,
                 operator_metrics_port=args.operator_metrics_port,
+                node_kind="agent" if args.node_agent else "real",
             )
-        except cluster.BinariesMissing as error:
+        except (cluster.BinariesMissing, node.NodeBusy) as error:
             print(error, file=sys.stderr)
             return 2
         print(
             f"dev cluster up in {time.monotonic() - started:.1f} s: API {running.server}, "
-            f"nodes {', '.join(running.nodes)} ({args.gpus} GPUs each), "
+            f"{running.node_kind} node {', '.join(running.nodes)} ({args.gpus} fake GPUs), "
             f"Prometheus {running.prometheus_url}, Pushgateway {running.pushgateway_url}"
         )
         print(f"use it with:  source {running.state_dir / 'env'}")

@@ -1,14 +1,16 @@
-"""Build the control-plane binaries from Go modules into a cache outside the checkout.
+"""Build the dev cluster's binaries from Go modules into a cache outside the checkout.
 
 There is no container engine and no download site here, only the Go module proxy, so
-kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd and helm are compiled
-from their modules (recipe in shared/design/CLUSTER.md). A CI run works in a fresh clone, so the
-cache lives under ``$KUBENAS_CACHE`` (default ``~/.cache/kubenas``) and a build is skipped when
-the cached binary already reports the wanted version.
+kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, the node's kubelet and
+kube-proxy, etcd, helm and our fake GPU device plugin are compiled from their modules (recipe
+in shared/design/CLUSTER.md). A CI run works in a fresh clone, so the cache lives under
+``$KUBENAS_CACHE`` (default ``~/.cache/kubenas``) and a build is skipped when the cached
+binary already reports the wanted version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -25,8 +27,27 @@ STAGING_VERSION = "v0.36.3"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
 
-KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
-DEBIAN_PACKAGES = {"prometheus": "prometheus", "prometheus-pushgateway": "prometheus-pushgateway"}
+KUBE_COMMANDS = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+    "kubectl",
+)
+# Debian packages by the command each installs: Prometheus, and the real node's runtime.
+DEBIAN_PACKAGES = {
+    "prometheus": "prometheus",
+    "prometheus-pushgateway": "prometheus-pushgateway",
+    "containerd": "containerd",
+    "runc": "runc",
+    "conntrack": "conntrack",
+    "socat": "socat",
+    "iptables": "iptables",
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+}
+FAKE_GPU_SOURCE = Path(__file__).resolve().parent / "fakegpu" / "main.go"
+FAKE_GPU = "kubenas-fakegpu"
 
 
 @dataclass(frozen=True)
@@ -38,14 +59,20 @@ class Binary:
     expect: str
 
 
+def _source_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 BINARIES = (
     *(
         Binary(name, ("--version",), f"Kubernetes {KUBERNETES_VERSION}")
-        for name in KUBE_COMMANDS[:3]
+        for name in KUBE_COMMANDS
+        if name != "kubectl"
     ),
     Binary("kubectl", ("version", "--client"), f"Client Version: {KUBERNETES_VERSION}"),
     Binary("etcd", ("--version",), f"etcd Version: {ETCD_VERSION.lstrip('v')}"),
     Binary("helm", ("version", "--short"), HELM_VERSION),
+    Binary(FAKE_GPU, ("-version",), f"kubenas-fakegpu {_source_hash(FAKE_GPU_SOURCE)}"),
 )
 
 
@@ -77,11 +104,11 @@ def ensure_prerequisites() -> None:
     directory.mkdir(parents=True, exist_ok=True)
     print(f"kubenas_devcluster: binaries in {directory}", flush=True)
     missing = set(missing_binaries(directory))
-    if missing & set(KUBE_COMMANDS):
+    kube = [cmd for cmd in (*KUBE_COMMANDS, FAKE_GPU) if cmd in missing]
+    if kube:
         _timed(
-            "build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl "
-            f"{KUBERNETES_VERSION}",
-            lambda: _build_kubernetes(directory),
+            f"build {', '.join(kube)} (Kubernetes {KUBERNETES_VERSION})",
+            lambda: _build_kubernetes(directory, kube),
         )
     if "etcd" in missing:
         _timed(f"build etcd {ETCD_VERSION}", lambda: _build_etcd(directory))
@@ -93,7 +120,7 @@ def ensure_prerequisites() -> None:
     if packages:
         _timed(f"apt-get install {' '.join(packages)}", lambda: _apt_install(packages))
     else:
-        print("  prometheus, prometheus-pushgateway: installed", flush=True)
+        print(f"  Debian packages installed: {' '.join(sorted(set(DEBIAN_PACKAGES.values())))}")
     if missing or packages:
         still_missing = missing_binaries(directory) + missing_debian_commands()
         if still_missing:
@@ -170,27 +197,38 @@ def _version_ldflags() -> str:
     return " ".join(["-s", "-w", *flags])
 
 
-def _build_kubernetes(out: Path) -> None:
+def _build_kubernetes(out: Path, commands: Sequence[str]) -> None:
     module = _scratch_module("k8s")
     staging = _staging_modules(module)
     print(f"  {len(staging)} staging modules pinned to {STAGING_VERSION}", flush=True)
     _go(["mod", "edit", *(f"-replace={m}={m}@{STAGING_VERSION}" for m in staging)], cwd=module)
     packages = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS]
     _go(["get", "-tool", *(f"{p}@{KUBERNETES_VERSION}" for p in packages)], cwd=module)
-    _go(
-        [
-            "build",
-            "-trimpath",
-            "-tags",
-            "selinux,notest",
-            "-ldflags",
-            _version_ldflags(),
-            "-o",
-            f"{out}/",
-            *packages,
-        ],
-        cwd=module,
-    )
+    wanted = [f"k8s.io/kubernetes/cmd/{cmd}" for cmd in KUBE_COMMANDS if cmd in commands]
+    if wanted:
+        _go(
+            [
+                "build",
+                "-trimpath",
+                "-tags",
+                "selinux,notest",
+                "-ldflags",
+                _version_ldflags(),
+                "-o",
+                f"{out}/",
+                *wanted,
+            ],
+            cwd=module,
+        )
+    if FAKE_GPU in commands:
+        # Built in the same module, so it speaks the kubelet's own device-plugin API version.
+        (module / "fakegpu").mkdir()
+        shutil.copy(FAKE_GPU_SOURCE, module / "fakegpu" / "main.go")
+        stamp = f"-s -w -X main.version={_source_hash(FAKE_GPU_SOURCE)}"
+        _go(
+            ["build", "-trimpath", "-ldflags", stamp, "-o", str(out / FAKE_GPU), "./fakegpu"],
+            cwd=module,
+        )
 
 
 def _build_etcd(out: Path) -> None:

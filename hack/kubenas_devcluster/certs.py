@@ -1,5 +1,6 @@
 """The cluster's PKI: a CA, the API server's serving cert, an admin client cert, SA keys, and
-the node agent's kubelet serving cert with the API server's client cert for it (``kubectl logs``).
+the kubelet serving cert with the API server's client cert for it (``kubectl logs``). The CA key
+is kept, so a real node's own credentials can be issued (:func:`issue_client_cert`).
 
 Generated fresh for every cluster with ``cryptography``; nothing here is meant to outlive it.
 ECDSA P-256 keeps generation instant on a busy 2-core machine; the service-account signing key
@@ -26,6 +27,7 @@ class Pki:
     """Paths of the files the control plane and its clients need."""
 
     ca_cert: Path
+    ca_key: Path
     serving_cert: Path
     serving_key: Path
     admin_cert: Path
@@ -38,8 +40,9 @@ class Pki:
     kubelet_client_key: Path
 
 
-def write_pki(directory: Path) -> Pki:
-    """Create every certificate and key under ``directory``."""
+def write_pki(directory: Path, host_ips: tuple[str, ...] = ()) -> Pki:
+    """Create every certificate and key under ``directory``. ``host_ips``: addresses besides
+    loopback at which pods and the API server reach the API server and the kubelet."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubenas-devcluster-ca")])
@@ -54,6 +57,7 @@ def write_pki(directory: Path) -> Pki:
             directory / name
             for name in (
                 "ca.crt",
+                "ca.key",
                 "apiserver.crt",
                 "apiserver.key",
                 "admin.crt",
@@ -68,6 +72,8 @@ def write_pki(directory: Path) -> Pki:
         )
     )
     _write_cert(pki.ca_cert, ca_cert)
+    _write_key(pki.ca_key, ca_key)
+    extra_ips = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in host_ips]
 
     serving_key = ec.generate_private_key(ec.SECP256R1())
     sans = x509.SubjectAlternativeName(
@@ -76,6 +82,7 @@ def write_pki(directory: Path) -> Pki:
             x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
             x509.DNSName("localhost"),
             x509.DNSName("kubernetes.default.svc"),
+            *extra_ips,
         ]
     )
     serving = _leaf(
@@ -84,14 +91,18 @@ def write_pki(directory: Path) -> Pki:
     _write_cert(pki.serving_cert, serving.sign(ca_key, hashes.SHA256()))
     _write_key(pki.serving_key, serving_key)
 
-    # One serving cert for the agent process, whichever Nodes it serves: they all share its
-    # loopback address, which the API server dials and checks against this SAN.
+    # One kubelet serving cert for the node agent or the real kubelet, whichever Nodes it
+    # serves: the API server dials their InternalIP and checks it against these SANs.
     kubelet_key = ec.generate_private_key(ec.SECP256R1())
     kubelet = _leaf(
-        ca_cert, ca_key, kubelet_key, "kubenas-node-agent", None, ExtendedKeyUsageOID.SERVER_AUTH
+        ca_cert, ca_key, kubelet_key, "kubenas-kubelet", None, ExtendedKeyUsageOID.SERVER_AUTH
     ).add_extension(
         x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            [
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.DNSName("localhost"),
+                *extra_ips,
+            ]
         ),
         critical=False,
     )
@@ -117,6 +128,20 @@ def write_pki(directory: Path) -> Pki:
         )
     )
     return pki
+
+
+def issue_client_cert(
+    pki: Pki, cert_path: Path, key_path: Path, common_name: str, organization: str | None
+) -> None:
+    """A client certificate signed by the cluster's CA: a node's ``system:node:<name>`` in
+    ``system:nodes`` (the Node authorizer's identity), or kube-proxy's ``system:kube-proxy``."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _leaf(ca_cert, ca_key, key, common_name, organization, ExtendedKeyUsageOID.CLIENT_AUTH)
+    _write_cert(cert_path, cert.sign(ca_key, hashes.SHA256()))
+    _write_key(key_path, key)
 
 
 def _builder(

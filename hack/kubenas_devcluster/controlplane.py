@@ -38,11 +38,36 @@ AUDIT_POLICY = (
 
 
 def apiserver_argv(
-    bin_dir: Path, pki: Pki, port: int, etcd_port: int, audit: tuple[Path, Path] | None = None
+    bin_dir: Path,
+    pki: Pki,
+    port: int,
+    etcd_port: int,
+    audit: tuple[Path, Path] | None = None,
+    node_address: str | None = None,
 ) -> list[str]:
-    """``audit``: (policy file, log file) to write an audit log as JSON lines."""
-    # --advertise-address and --endpoint-reconciler-type=none: these machines have no default
-    # route, and nothing can reach a Service IP anyway.
+    """``audit``: (policy file, log file) to write an audit log as JSON lines. ``node_address``:
+    the host address of a real node, whose pods reach the API server there through the
+    ``kubernetes`` Service; None for the node agent, whose "pods" are host processes."""
+    if node_address is None:
+        # The agent's pods use loopback, and nothing can reach a Service IP.
+        network = [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            "--authorization-mode=RBAC",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+    else:
+        # The real kubelet authenticates as system:node:<name>: the Node authorizer and the
+        # NodeRestriction admission plugin limit it to its own Node and pods.
+        network = [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={node_address}",
+            "--endpoint-reconciler-type=lease",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
+        ]
     audit_flags = (
         []
         if audit is None
@@ -55,23 +80,19 @@ def apiserver_argv(
     return [
         str(bin_dir / "kube-apiserver"),
         f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1",
         f"--secure-port={port}",
-        "--advertise-address=127.0.0.1",
-        "--endpoint-reconciler-type=none",
+        *network,
         f"--tls-cert-file={pki.serving_cert}",
         f"--tls-private-key-file={pki.serving_key}",
         f"--client-ca-file={pki.ca_cert}",
-        # `kubectl logs`: dial the node agent's kubelet endpoint at the Node's InternalIP.
+        # `kubectl logs`: dial the kubelet endpoint at the Node's InternalIP.
         f"--kubelet-certificate-authority={pki.ca_cert}",
         f"--kubelet-client-certificate={pki.kubelet_client_cert}",
         f"--kubelet-client-key={pki.kubelet_client_key}",
-        "--kubelet-preferred-address-types=InternalIP",
         f"--service-account-issuer=https://127.0.0.1:{port}",
         f"--service-account-key-file={pki.sa_public_key}",
         f"--service-account-signing-key-file={pki.sa_private_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--authorization-mode=RBAC",
         "--profiling=false",
         *audit_flags,
     ]

@@ -28,6 +28,12 @@ def write_admin_kubeconfig(path: Path, server: str, pki: Pki) -> None:
     _write(path, server, {"certificate-authority": str(pki.ca_cert)}, user, namespace=None)
 
 
+def write_client_kubeconfig(path: Path, server: str, ca_cert: Path, cert: Path, key: Path) -> None:
+    """A kubeconfig with another client certificate: the kubelet's and kube-proxy's own."""
+    user = {"client-certificate": str(cert), "client-key": str(key)}
+    _write(path, server, {"certificate-authority": str(ca_cert)}, user, namespace=None)
+
+
 def write_token_kubeconfig(
     path: Path, server: str, ca_pem: bytes, token: str, namespace: str
 ) -> None:

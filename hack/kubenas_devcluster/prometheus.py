@@ -1,6 +1,7 @@
 """Command lines and config of Prometheus and the Pushgateway (Debian's binaries).
 
-We start both ourselves on free loopback ports, never the services the packages install.
+We start both ourselves on free ports, never the services the packages install: on loopback
+beside the node agent, on the host's address beside a real node, whose pods push metrics.
 Prometheus scrapes the Pushgateway with ``honor_labels: true`` (so a trial's ``job`` label
 survives) and the operator's metrics endpoint, every second so tests wait little.
 """
@@ -36,7 +37,7 @@ def prometheus_config(pushgateway: str, operator_metrics: str) -> dict[str, Any]
 
 
 def prometheus_argv(
-    directory: Path, port: int, pushgateway: str, operator_metrics: str
+    directory: Path, port: int, pushgateway: str, operator_metrics: str, host: str = "127.0.0.1"
 ) -> list[str]:
     """Write the config under ``directory`` and return the command line."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -46,19 +47,19 @@ def prometheus_argv(
         "prometheus",
         f"--config.file={config}",
         f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={host}:{port}",
         "--web.enable-lifecycle",
         "--storage.tsdb.retention.time=1d",
         "--log.level=warn",
     ]
 
 
-def pushgateway_argv(port: int) -> list[str]:
+def pushgateway_argv(port: int, host: str = "127.0.0.1") -> list[str]:
     """In memory only: Debian's build persists to /var/lib/prometheus/pushgateway.data by
     default, which would carry one cluster's groups into every later one."""
     return [
         "prometheus-pushgateway",
-        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.listen-address={host}:{port}",
         "--persistence.file=",
         "--web.enable-admin-api",
         "--log.level=warn",

@@ -208,6 +208,41 @@ def _forget_older(target: str, key: str, store: Storage) -> None:
         )
 
 
+PAUSE = "localhost/kubenas-pause:1"
+# The pod sandbox's process: it only holds the pod's namespaces, and ends at once on SIGTERM.
+PAUSE_ENTRYPOINT = '["/bin/sh", "-c", "trap \'exit 0\' TERM INT; while :; do sleep 3600 & wait $!; done"]'
+
+
+def ensure_pause(store: Storage) -> str:
+    """The real node's pod-sandbox ("pause") image, from the base: no registry serves one here."""
+    if image_exists(PAUSE, store):
+        return PAUSE
+    container = _run(["buildah", "from", "--pull-never", BASE], store, capture=True).stdout.strip()
+    _run(
+        [
+            "buildah",
+            "config",
+            "--entrypoint",
+            PAUSE_ENTRYPOINT,
+            "--cmd",
+            "",
+            "--user",
+            "65535:65535",
+            container,
+        ],
+        store,
+    )
+    _run(["buildah", "commit", "--quiet", "--rm", container, PAUSE], store, capture=True)
+    print(f"  {PAUSE}: made", flush=True)
+    return PAUSE
+
+
+def export_oci_archive(name: str, store: Storage, path: Path) -> None:
+    """Write image ``name`` as an OCI archive: what containerd's ``ctr images import`` reads."""
+    path.unlink(missing_ok=True)
+    _run(["podman", "save", "--quiet", "--format", "oci-archive", "-o", str(path), name], store)
+
+
 def missing_tools() -> list[str]:
     return [tool for tool in ("buildah", "podman", "mmdebstrap", "runc") if not shutil.which(tool)]
 
@@ -219,4 +254,5 @@ def build_all(targets: tuple[str, ...] = TARGETS) -> list[str]:
         raise SystemExit(2)
     store = storage()
     ensure_base(store)
-    return [build(target, store) for target in targets]
+    built = [build(target, store) for target in targets]
+    return [*built, ensure_pause(store)]
