@@ -1,0 +1,358 @@
+"""The dev cluster's real node: containerd, runc and the kubelet run our trainer image.
+
+Experiments are applied with kubectl and run by the operator (a host process here), whose
+trial pods the real kubelet runs under Pod Security ``restricted``, with checkpoints on a
+PersistentVolume, GPUs from the fake device plugin, and logs served by the kubelet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from kubernetes import client, config
+
+import kubenas_images
+from kubenas_devcluster import BinariesMissing, Cluster
+from kubenas_devcluster.testing import wait_for
+
+from .operator_harness import POD_SECURITY, REPO, OperatorProcess, condition, finished, trials
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACE = "nas-real"
+CLAIM = "nas-checkpoints"
+TRAINER_IMAGE = "ghcr.io/kubenas/kubenas-trainer:0.1.0"
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster of its own with the machine's one real node; its env is exported meanwhile,
+    so kubectl and the operator find it as a user's shell would."""
+    try:
+        running = Cluster.start(tmp_path_factory.mktemp("real-node"), gpus=2, node_kind="real")
+    except BinariesMissing as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in running.env().items():
+                patch.setenv(key, value)
+            yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def api(real: Cluster) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(real.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def checkpoints(
+    real: Cluster, api: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A restricted namespace with a PersistentVolume and its claim for checkpoints, set up as
+    docs/operate.md tells a user; returns the volume's folder on the host."""
+    folder = tmp_path_factory.mktemp("pv")
+    folder.chmod(0o777)  # the trainer runs as 65532
+    _kubectl(real, "apply", "--server-side", "-f", str(REPO / "crds"))
+    _kubectl(real, "wait", "--for=condition=Established", "crd/nasexperiments.kubenas.io")
+    documents = [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": NAMESPACE, "labels": {POD_SECURITY: "restricted"}},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": f"{NAMESPACE}-checkpoints"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": NAMESPACE, "name": CLAIM},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": CLAIM, "namespace": NAMESPACE},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": f"{NAMESPACE}-checkpoints",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+    _kubectl(real, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    wait_for(
+        lambda: _service_account_exists(api),
+        timeout=30,
+        what=f"the default ServiceAccount in {NAMESPACE}",
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def operator(
+    real: Cluster, checkpoints: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        NAMESPACE,
+        tmp_path_factory.mktemp("operator") / "operator.log",
+        real.prometheus_url,
+        real.pushgateway_url,
+        # As the chart starts it (values.yaml trainer.image).
+        extra_args=("--trainer-image", TRAINER_IMAGE),
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_the_node_is_a_kubelet_with_its_own_credentials_and_fake_gpus(
+    real: Cluster, api: client.ApiClient, checkpoints: Path
+) -> None:
+    node = client.CoreV1Api(api).read_node(real.nodes[0])
+    assert node.status.node_info.container_runtime_version.startswith("containerd://")
+    assert node.status.node_info.kubelet_version == "v1.36.3"
+    assert node.status.allocatable["nvidia.com/gpu"] == "2"
+    certificate = x509.load_pem_x509_certificate(
+        (real.state_dir / "node" / "kubelet.crt").read_bytes()
+    )
+    subject = certificate.subject
+    assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        f"system:node:{real.nodes[0]}"
+    )
+    assert subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "system:nodes"
+    # The Node authorizer: a node reads only the secrets of pods bound to it.
+    can = _kubectl(
+        real,
+        "auth",
+        "can-i",
+        "list",
+        "secrets",
+        "-A",
+        f"--as=system:node:{real.nodes[0]}",
+        "--as-group=system:nodes",
+        check=False,
+    )
+    assert can.stdout.startswith("no"), can.stdout
+
+    # Two pods asking one GPU each at the same time get different devices, as with NVIDIA's.
+    for index in range(2):
+        client.CoreV1Api(api).create_namespaced_pod(NAMESPACE, _gpu_pod(f"gpu-{index}"))
+    for index in range(2):
+        wait_for(
+            lambda i=index: _phase(api, f"gpu-{i}") == "Succeeded",
+            timeout=60,
+            what=f"pod gpu-{index} to finish",
+        )
+    devices = {_kubectl(real, "logs", "-n", NAMESPACE, f"gpu-{i}").stdout.strip() for i in (0, 1)}
+    assert devices == {"0", "1"}
+
+
+def test_digits_experiment_runs_the_trainer_image_and_asha_resumes_from_the_volume(
+    real: Cluster, api: client.ApiClient, checkpoints: Path, operator: OperatorProcess
+) -> None:
+    _kubectl(real, "apply", "-n", NAMESPACE, "-f", "-", stdin=yaml.safe_dump(_digits("digits")))
+    # The operator deletes a Job once its success is recorded (failed ones stay): watch the
+    # pods while they exist, and follow the promoted run's log from the kubelet meanwhile.
+    images: dict[str, tuple[str, str]] = {}
+    follower: subprocess.Popen[str] | None = None
+    deadline = time.monotonic() + 420
+    done = None
+    while done is None and time.monotonic() < deadline:
+        pods = client.CoreV1Api(api).list_namespaced_pod(
+            NAMESPACE, label_selector="kubenas.io/experiment=digits"
+        )
+        for pod in pods.items:
+            statuses = pod.status.container_statuses or []
+            if statuses and statuses[0].image_id:
+                images[pod.metadata.name] = (pod.spec.containers[0].image, statuses[0].image_id)
+            promoted = pod.metadata.labels.get("kubenas.io/fidelity") == "3"
+            if promoted and follower is None and pod.status.phase == "Running":
+                follower = _follow_log(real, pod.metadata.name)
+        done = finished(api, NAMESPACE, "digits")
+        time.sleep(0.3)
+    assert done is not None, "the digits experiment did not finish in 420 s"
+    assert condition(done, "Succeeded")["status"] == "True", done["status"]  # type: ignore[index]
+    listed = trials(api, NAMESPACE)
+    assert len(listed) == 4
+    assert all(t["status"]["state"] == "Succeeded" for t in listed), listed
+
+    store = kubenas_images.storage()
+    trainer_id = kubenas_images.image_id(kubenas_images.image_name("trainer"), store)
+    assert len(images) == 5, images  # four trials at 1 epoch, the best one promoted to 3
+    for image, image_id in images.values():
+        assert image == TRAINER_IMAGE
+        assert image_id.endswith(trainer_id), image_id
+
+    promoted = [t for t in listed if t["status"]["fidelity"] == 3]
+    assert len(promoted) == 1
+    name = promoted[0]["metadata"]["name"]
+    assert promoted[0]["status"]["resumedFrom"].endswith(f"{name}/checkpoint.pt")
+    assert (checkpoints / "digits" / name / "checkpoint.pt").is_file()
+    # The promoted run's own log, from the kubelet: it trained epochs 2 and 3 only.
+    assert follower is not None, "the promoted run was never seen running"
+    log, _ = follower.communicate(timeout=60)
+    epochs = [e["epoch"] for e in _events(log) if e.get("event") == "epoch"]
+    assert epochs == [2, 3], log
+
+
+def test_a_crashed_trial_shows_the_trainers_error_in_kubectl_logs(
+    real: Cluster, api: client.ApiClient, checkpoints: Path, operator: OperatorProcess
+) -> None:
+    """A user's mistake only the kubelet can make real: the checkpoint volume mounted
+    read-only. The trainer fails writing its checkpoint; its pod's log says why."""
+    doc = _digits("readonly", read_only=True)
+    doc["spec"]["budget"] = {"maxTrials": 1, "parallelTrials": 1, "maxFailedTrials": 0}
+    doc["spec"]["fidelity"] = {"max": 1}
+    _kubectl(real, "apply", "-n", NAMESPACE, "-f", "-", stdin=yaml.safe_dump(doc))
+    done = wait_for(
+        lambda: finished(api, NAMESPACE, "readonly"), timeout=240, what="the read-only experiment"
+    )
+    assert condition(done, "Failed")["status"] == "True"  # type: ignore[index]
+    log = _kubectl(real, "logs", "-n", NAMESPACE, "-l=kubenas.io/experiment=readonly")
+    assert "kubenas_trainer: error: OSError: [Errno 30] Read-only file system" in log.stdout
+
+
+def test_pod_security_refuses_a_root_pod_on_the_real_node(
+    real: Cluster, api: client.ApiClient, checkpoints: Path
+) -> None:
+    pod = _gpu_pod("root")
+    pod["spec"]["securityContext"] = {"runAsUser": 0}
+    refused = _kubectl(
+        real, "apply", "-n", NAMESPACE, "-f", "-", stdin=yaml.safe_dump(pod), check=False
+    )
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in refused.stderr
+    assert "runAsUser=0" in refused.stderr
+
+
+def _digits(name: str, read_only: bool = False) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": "checkpoints", "mountPath": "/kubenas/checkpoints"}
+    if read_only:
+        mount["readOnly"] = True
+    return {
+        "apiVersion": "kubenas.io/v1alpha1",
+        "kind": "NASExperiment",
+        "metadata": {"name": name},
+        "spec": {
+            "objective": {"metric": "val_accuracy", "direction": "maximize"},
+            "searchSpace": {"family": "nb201-cell", "stemChannels": [8], "cellsPerStage": [1]},
+            "strategy": {"name": "random"},
+            "seed": 1,
+            "budget": {"maxTrials": 4, "parallelTrials": 2, "maxFailedTrials": 1},
+            "fidelity": {
+                "resource": "epochs",
+                "min": 1,
+                "max": 3,
+                "scheduler": "asha",
+                "reductionFactor": 3,
+            },
+            "trial": {
+                "dataset": "digits",
+                "timeoutSeconds": 300,
+                "command": ["python", "-m", "kubenas_trainer"],
+                "resources": {
+                    "limits": {"cpu": 1, "memory": "2Gi", "nvidia.com/gpu": 1},
+                },
+                "checkpointDir": "/kubenas/checkpoints",
+                "podTemplate": {
+                    "spec": {
+                        "volumes": [
+                            {"name": "checkpoints", "persistentVolumeClaim": {"claimName": CLAIM}}
+                        ],
+                        "containers": [{"name": "trainer", "volumeMounts": [mount]}],
+                    }
+                },
+            },
+        },
+    }
+
+
+def _gpu_pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "ghcr.io/kubenas/kubenas-operator:0.1.0",
+                    "command": ["sh", "-c", "sleep 2; echo $CUDA_VISIBLE_DEVICES"],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _follow_log(real: Cluster, pod: str) -> subprocess.Popen[str]:
+    """``kubectl logs -f``: the whole log so far, then the rest until the container ends."""
+    return subprocess.Popen(
+        [str(real.bin_dir / "kubectl"), "logs", "-f", "-n", NAMESPACE, pod],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **real.env()},
+    )
+
+
+def _events(log: str) -> list[dict[str, Any]]:
+    events = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+def _phase(api: client.ApiClient, name: str) -> str:
+    return str(client.CoreV1Api(api).read_namespaced_pod(name, NAMESPACE).status.phase)
+
+
+def _service_account_exists(api: client.ApiClient) -> bool:
+    try:
+        client.CoreV1Api(api).read_namespaced_service_account("default", NAMESPACE)
+    except client.ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def _kubectl(
+    real: Cluster, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(real.bin_dir / "kubectl"), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env={**os.environ, **real.env()},
+        timeout=120,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
+    return done
