@@ -40,7 +40,7 @@ images: system-packages
 cluster-binaries cluster-prereqs:
 	$(DEVCLUSTER) prereqs
 
-cluster-up: cluster-binaries
+cluster-up: cluster-binaries images
 	$(DEVCLUSTER) up
 
 cluster-down:

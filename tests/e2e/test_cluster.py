@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubenas_devcluster import Cluster
+from kubenas_devcluster import Cluster, binaries, node
 from kubenas_devcluster.cluster import running_pids
 from kubenas_devcluster.procs import alive
 from kubenas_devcluster.testing import wait_for
@@ -348,6 +348,8 @@ def test_pushed_metric_reaches_prometheus_within_a_scrape(cluster: Cluster) -> N
 
 
 def test_cli_up_and_down(tmp_path: Path) -> None:
+    """``up`` as the README runs it starts a real node; ``down`` leaves no process, mount,
+    bridge or iptables rule of it on the machine."""
     state_dir = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": str(HACK_DIR)}
     env.pop("KUBECONFIG", None)
@@ -358,7 +360,7 @@ def test_cli_up_and_down(tmp_path: Path) -> None:
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=600,
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
@@ -370,22 +372,31 @@ def test_cli_up_and_down(tmp_path: Path) -> None:
                 "bash",
                 "-c",
                 f"source {state_dir}/env && kubectl get nodes "
-                "-o jsonpath='{.items[0].status.capacity.nvidia\\.com/gpu} "
-                '{.items[0].status.conditions[?(@.type=="Ready")].status}\'',
+                "-o jsonpath='{.items[0].status.allocatable.nvidia\\.com/gpu} "
+                '{.items[0].status.conditions[?(@.type=="Ready")].status} '
+                "{.items[0].status.nodeInfo.containerRuntimeVersion}'",
             ],
             env=env,
             capture_output=True,
             text=True,
             timeout=30,
         )
-        assert shown.stdout.split() == ["3", "True"], shown.stdout + shown.stderr
+        assert shown.stdout.split() == ["3", "True", "containerd://1.6.20"], (
+            shown.stdout + shown.stderr
+        )
         pids = running_pids(state_dir)
-        assert len(pids) == 7
-        assert Cluster.load(state_dir).kubeconfig == state_dir / "admin.kubeconfig"
+        # etcd, the API server, controller-manager, scheduler, Prometheus, the Pushgateway,
+        # containerd, the kubelet, kube-proxy and the fake device plugin
+        assert len(pids) == 10
+        loaded = Cluster.load(state_dir)
+        assert loaded.kubeconfig == state_dir / "admin.kubeconfig"
+        assert loaded.node_kind == "real"
     finally:
         cli("down")
     assert not [pid for pid in pids if alive(pid)]
     assert not _processes_mentioning(str(state_dir))
+    node_paths = node.NodePaths(state_dir / "node", binaries.cache_dir() / "containerd")
+    assert node.leftovers(node_paths) == []
 
 
 def _processes_mentioning(text: str) -> list[int]:

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client, config
 
 import kubenas_images
-from kubenas_devcluster import BinariesMissing, Cluster
+from kubenas_devcluster import BinariesMissing, Cluster, binaries, node
 from kubenas_devcluster.testing import wait_for
 
 from .operator_harness import POD_SECURITY, REPO, OperatorProcess, condition, finished, trials
@@ -49,6 +49,9 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             yield running
     finally:
         running.stop()
+    # Stopped with pods on the node (a failed trial's stays): nothing of them is left.
+    paths = node.NodePaths(running.state_dir / "node", binaries.cache_dir() / "containerd")
+    assert node.leftovers(paths) == []
 
 
 @pytest.fixture(scope="module")
