@@ -5,7 +5,8 @@
 # Each installs its dependencies into a virtual environment in a build stage, copies only that
 # environment into a slim runtime stage and installs the project over it there. Both run as the
 # numeric non-root user 65532 (the chart's and the operator's default runAsUser), so
-# runAsNonRoot can verify it without a passwd entry.
+# runAsNonRoot can verify it, with a passwd entry: containerd adds none, and kopf (through
+# getpass) asks for the user's name.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -36,6 +37,8 @@ COPY --from=source /src/ /tmp/kubenas-src/
 RUN /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
       --force-reinstall /tmp/kubenas-src \
  && rm -rf /tmp/kubenas-src \
+ && echo 'kubenas:x:65532:65532:kubenas:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'kubenas:x:65532:' >> /etc/group \
  && ! /opt/kubenas/bin/python -c "import torch" 2>/dev/null
 ENV PATH=/opt/kubenas/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -58,8 +61,13 @@ COPY --from=trainer-dependencies /opt/kubenas /opt/kubenas
 COPY --from=source /src/ /tmp/kubenas-src/
 RUN /opt/kubenas/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
       --force-reinstall /tmp/kubenas-src \
- && rm -rf /tmp/kubenas-src
+ && rm -rf /tmp/kubenas-src \
+ && echo 'kubenas:x:65532:65532:kubenas:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'kubenas:x:65532:' >> /etc/group \
+ && install -d -o 65532 -g 65532 /kubenas/checkpoints
 # HOME for caches (datasets, torch) that a read-only root filesystem would refuse elsewhere.
+# /kubenas/checkpoints (trial.checkpointDir's default) is writable, so an experiment runs
+# without a volume; ASHA promotions across pods need one mounted there (docs/operate.md).
 ENV PATH=/opt/kubenas/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

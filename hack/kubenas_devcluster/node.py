@@ -48,8 +48,9 @@ class NodeBusy(RuntimeError):
 
 @dataclass(frozen=True)
 class NodeImage:
-    """An image the node must hold: its ID (``sha256:...``), the names it goes by, and how to
-    write it as an OCI archive when containerd lacks it."""
+    """An image the node must hold: its ID (``sha256:...``), the names it goes by (the first
+    is the one its archive carries), and how to write it as an OCI archive when containerd
+    lacks it."""
 
     image_id: str
     names: tuple[str, ...]
@@ -338,6 +339,7 @@ def start(
 def load_image(paths: NodePaths, image: NodeImage) -> None:
     """Import ``image`` into containerd's CRI namespace unless it holds that ID already (its
     store outlives clusters), then give it each of its names."""
+    source = image.image_id
     if image.image_id not in image_names(paths):
         started = time.monotonic()
         archive = paths.image_store.parent / f"import-{image.image_id.split(':')[-1][:12]}.tar"
@@ -346,9 +348,13 @@ def load_image(paths: NodePaths, image: NodeImage) -> None:
             _ctr(paths, "images", "import", str(archive))
         finally:
             archive.unlink(missing_ok=True)
-        print(f"  {image.names[0]}: loaded in {time.monotonic() - started:.0f} s", flush=True)
+        # The archive names the image by its first name; the CRI adds the ID name a moment
+        # later, from an event.
+        source = image.names[0]
+        print(f"  {source}: loaded in {time.monotonic() - started:.0f} s", flush=True)
     for alias in image.names:
-        _ctr(paths, "images", "tag", "--force", image.image_id, alias)
+        if alias != source:
+            _ctr(paths, "images", "tag", "--force", source, alias)
 
 
 def image_names(paths: NodePaths) -> set[str]:

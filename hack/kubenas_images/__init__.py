@@ -255,4 +255,5 @@ def build_all(targets: tuple[str, ...] = TARGETS) -> list[str]:
     store = storage()
     ensure_base(store)
     built = [build(target, store) for target in targets]
-    return [*built, ensure_pause(store)]
+    ensure_pause(store)  # the real node's pod sandbox (kubenas_devcluster)
+    return built

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from kubernetes import client, config
+from kubernetes import client, config, watch
 
 import kubenas_images
 from kubenas_devcluster import BinariesMissing, Cluster, binaries, node
@@ -359,3 +360,101 @@ def _kubectl(
     if check and done.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
     return done
+
+
+def test_the_chart_runs_the_operator_image_and_survives_three_pod_kills(
+    real: Cluster, api: client.ApiClient
+) -> None:
+    """helm install as a user would (images by the chart's defaults, the ServiceAccount token
+    mounted by the kubelet, Pod Security restricted on both namespaces); the operator pod is
+    killed three times mid-search and the search still trains each trial exactly once."""
+    watched = "nas-chart"
+    for namespace in ("kubenas-system", watched):
+        _kubectl(real, "create", "namespace", namespace)
+        _kubectl(real, "label", "namespace", namespace, f"{POD_SECURITY}=restricted")
+    _kubectl(real, "apply", "--server-side", "-f", str(REPO / "crds"))
+    helm = subprocess.run(
+        [
+            str(real.bin_dir / "helm"),
+            "install",
+            "kubenas",
+            str(REPO / "charts" / "kubenas"),
+            "-n",
+            "kubenas-system",
+            "--wait",
+            "--timeout=180s",
+            "--set=crds.install=false",
+            f"--set=prometheus.url={real.prometheus_url}",
+            f"--set=pushgateway.url={real.pushgateway_url}",
+            f"--set=watchNamespaces={{{watched}}}",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **real.env()},
+        timeout=240,
+    )
+    assert helm.returncode == 0, helm.stderr
+    core = client.CoreV1Api(api)
+    selector = "app.kubernetes.io/component=operator"
+    (pod,) = core.list_namespaced_pod("kubenas-system", label_selector=selector).items
+    store = kubenas_images.storage()
+    operator_id = kubenas_images.image_id(kubenas_images.image_name("operator"), store)
+    assert pod.spec.containers[0].image == "ghcr.io/kubenas/kubenas-operator:0.1.0"
+    assert pod.status.container_statuses[0].image_id.endswith(operator_id)
+    assert pod.spec.service_account_name == "kubenas"
+
+    created: dict[str, set[str]] = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_record_jobs, args=(api, watched, created, stop))
+    watcher.start()
+    try:
+        doc = _digits("killed")
+        doc["spec"]["fidelity"] = {"max": 2}
+        doc["spec"]["budget"] = {"maxTrials": 6, "parallelTrials": 2}
+        trial = doc["spec"]["trial"]
+        del trial["podTemplate"], trial["checkpointDir"]
+        _kubectl(real, "apply", "-n", watched, "-f", "-", stdin=yaml.safe_dump(doc))
+        for kill in range(3):
+            wait_for(
+                lambda k=kill: len(trials(api, watched)) >= 2 * k + 1,
+                timeout=180,
+                what=f"trial {2 * kill + 1} before kill {kill + 1}",
+            )
+            (pod,) = core.list_namespaced_pod("kubenas-system", label_selector=selector).items
+            _kubectl(
+                real,
+                "delete",
+                "pod",
+                "-n",
+                "kubenas-system",
+                pod.metadata.name,
+                "--grace-period=0",
+                "--force",
+            )
+        done = wait_for(
+            lambda: finished(api, watched, "killed"), timeout=420, what="the killed experiment"
+        )
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+    listed = trials(api, watched)
+    reasons = [(t["status"].get("reason"), t["status"].get("message")) for t in listed]
+    assert condition(done, "Succeeded")["status"] == "True", reasons  # type: ignore[index]
+    assert len(listed) == 6
+    assert all(t["status"]["state"] == "Succeeded" for t in listed), listed
+    # Each trial's run is one Job, created once: no run was started twice across the kills.
+    assert len(created) == 6, created
+    assert all(len(uids) == 1 for uids in created.values()), created
+    restarts = core.list_namespaced_pod("kubenas-system", label_selector=selector).items
+    assert len(restarts) == 1 and restarts[0].metadata.name != pod.metadata.name
+
+
+def _record_jobs(
+    api: client.ApiClient, namespace: str, created: dict[str, set[str]], stop: threading.Event
+) -> None:
+    """Every Job the operator creates in ``namespace``: name to the UIDs it had."""
+    batch = client.BatchV1Api(api)
+    while not stop.is_set():
+        for event in watch.Watch().stream(batch.list_namespaced_job, namespace, timeout_seconds=2):
+            job = event["object"]
+            created.setdefault(job.metadata.name, set()).add(job.metadata.uid)

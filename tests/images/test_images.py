@@ -51,6 +51,24 @@ def test_each_image_runs_as_its_numeric_non_root_user(images: dict[str, str], ta
         assert ran.stdout.strip() == USER, (flag, ran.stdout)
 
 
+@pytest.mark.parametrize("target", kubenas_images.TARGETS)
+def test_each_images_user_has_a_name(images: dict[str, str], target: str) -> None:
+    """containerd, unlike podman, adds no passwd entry for a numeric USER; kopf asks for the
+    user's name (getpass) and crashed without one on a real kubelet."""
+    probe = "import getpass; print(getpass.getuser())"
+    ran = podman_run("--network", "none", "--entrypoint", "python", images[target], "-c", probe)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "kubenas"
+
+
+def test_the_trainer_can_write_the_default_checkpoint_dir(images: dict[str, str]) -> None:
+    """trial.checkpointDir defaults to /kubenas/checkpoints: a trial without a volume there
+    must still run (it crashed with PermissionError on a real kubelet)."""
+    probe = "touch /kubenas/checkpoints/probe && echo ok"
+    ran = podman_run("--network", "none", "--entrypoint", "sh", images["trainer"], "-c", probe)
+    assert ran.stdout.strip() == "ok", ran.stderr
+
+
 def test_the_operator_image_has_no_torch(images: dict[str, str]) -> None:
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
     ran = podman_run("--network", "none", "--entrypoint", "python", images["operator"], "-c", probe)
