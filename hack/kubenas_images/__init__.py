@@ -10,6 +10,7 @@ change builds nothing. docs/operate.md ("Building them without Docker") says how
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -210,7 +211,9 @@ def _forget_older(target: str, key: str, store: Storage) -> None:
 
 PAUSE = "localhost/kubenas-pause:1"
 # The pod sandbox's process: it only holds the pod's namespaces, and ends at once on SIGTERM.
-PAUSE_ENTRYPOINT = '["/bin/sh", "-c", "trap \'exit 0\' TERM INT; while :; do sleep 3600 & wait $!; done"]'
+PAUSE_ENTRYPOINT = json.dumps(
+    ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+)
 
 
 def ensure_pause(store: Storage) -> str:

@@ -7,6 +7,7 @@ PersistentVolume, GPUs from the fake device plugin, and logs served by the kubel
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -161,7 +162,7 @@ def test_the_node_is_a_kubelet_with_its_own_credentials_and_fake_gpus(
         client.CoreV1Api(api).create_namespaced_pod(NAMESPACE, _gpu_pod(f"gpu-{index}"))
     for index in range(2):
         wait_for(
-            lambda i=index: _phase(api, f"gpu-{i}") == "Succeeded",
+            functools.partial(_succeeded, api, f"gpu-{index}"),
             timeout=60,
             what=f"pod gpu-{index} to finish",
         )
@@ -332,8 +333,14 @@ def _events(log: str) -> list[dict[str, Any]]:
     return events
 
 
-def _phase(api: client.ApiClient, name: str) -> str:
-    return str(client.CoreV1Api(api).read_namespaced_pod(name, NAMESPACE).status.phase)
+def _succeeded(api: client.ApiClient, pod: str) -> bool:
+    return bool(
+        client.CoreV1Api(api).read_namespaced_pod(pod, NAMESPACE).status.phase == "Succeeded"
+    )
+
+
+def _has_trials(api: client.ApiClient, namespace: str, count: int) -> bool:
+    return len(trials(api, namespace)) >= count
 
 
 def _service_account_exists(api: client.ApiClient) -> bool:
@@ -416,7 +423,7 @@ def test_the_chart_runs_the_operator_image_and_survives_three_pod_kills(
         _kubectl(real, "apply", "-n", watched, "-f", "-", stdin=yaml.safe_dump(doc))
         for kill in range(3):
             wait_for(
-                lambda k=kill: len(trials(api, watched)) >= 2 * k + 1,
+                functools.partial(_has_trials, api, watched, 2 * kill + 1),
                 timeout=180,
                 what=f"trial {2 * kill + 1} before kill {kill + 1}",
             )
