@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kubenas.api import ExperimentError, load_experiment
+from kubenas.api.pod_policy import PodTemplateError, check_pod_template
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_AWAITING_APPROVAL = 0, 1, 2, 3
 
@@ -158,6 +159,12 @@ def _best(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
+    template = experiment.spec.trial.pod_template or {}
+    try:
+        # What the operator would refuse before creating any Job, refused here first.
+        check_pod_template(template.get("spec") or {}, args.allow_privileged_pods)
+    except PodTemplateError as exc:
+        raise ExperimentError(args.experiment, [str(exc)]) from None
     print(f"{args.experiment}: valid NASExperiment {experiment.name!r}")
     return EXIT_OK
 
@@ -500,6 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check an experiment file")
     validate.add_argument("experiment")
+    validate.add_argument(
+        "--allow-privileged-pods",
+        action="store_true",
+        help="accept pod templates that an operator started with the same flag accepts",
+    )
     validate.set_defaults(func=_validate)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from kubenas.api.builtin_trainer import runs_builtin_trainer
 from kubenas.api.experiment import NASExperiment
+from kubenas.api.pod_policy import check_pod_template
 from kubenas.api.records import TrialRecord
 from kubenas.api.trial import TRIAL_KIND, TrialSpec
 from kubenas.contract import checkpoint_folder, trial_environment
@@ -32,10 +33,6 @@ LABEL_WORKER = "kubenas.io/worker"
 WORKER_TOKEN_KEY = "token"
 TERMINATION_LOG = "/dev/termination-log"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-
-
-class PodTemplateError(ValueError):
-    """A pod template asks for something the operator's settings forbid."""
 
 
 def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
@@ -87,50 +84,6 @@ def build_trial(
         },
         "spec": spec.to_wire(),
     }
-
-
-# What Pod Security's ``restricted`` level lets a container add to the capabilities it drops.
-ALLOWED_CAPABILITIES = {"NET_BIND_SERVICE"}
-
-
-def _check_pod_template(pod_spec: dict[str, Any], allow_privileged: bool) -> None:
-    """The operator's own policy, the part of Pod Security ``restricted`` a template can break
-    that the operator does not set itself: no privilege, host namespaces, hostPath, root user
-    or added capabilities. Refused with the field, before any Job exists."""
-    if allow_privileged:
-        return
-    where = "spec.trial.podTemplate.spec"
-    for key in ("hostNetwork", "hostPID", "hostIPC"):
-        if pod_spec.get(key):
-            raise PodTemplateError(f"{where}.{key}: not allowed by the operator")
-    for i, volume in enumerate(pod_spec.get("volumes") or []):
-        if "hostPath" in volume:
-            raise PodTemplateError(f"{where}.volumes[{i}].hostPath: not allowed by the operator")
-    _check_user(pod_spec.get("securityContext") or {}, f"{where}.securityContext")
-    for kind in ("containers", "initContainers"):
-        for i, container in enumerate(pod_spec.get(kind) or []):
-            context = container.get("securityContext") or {}
-            field = f"{where}.{kind}[{i}].securityContext"
-            if context.get("privileged") or context.get("allowPrivilegeEscalation"):
-                raise PodTemplateError(
-                    f"{field}: privileged containers are not allowed by the operator"
-                )
-            _check_user(context, field)
-            added = set((context.get("capabilities") or {}).get("add") or []) - ALLOWED_CAPABILITIES
-            if added:
-                raise PodTemplateError(
-                    f"{field}.capabilities.add: {', '.join(sorted(added))} not allowed by the "
-                    "operator (trial containers drop ALL)"
-                )
-
-
-def _check_user(context: dict[str, Any], field: str) -> None:
-    if context.get("runAsUser") == 0:
-        raise PodTemplateError(f"{field}.runAsUser: running as root is not allowed by the operator")
-    if context.get("runAsNonRoot") is False:
-        raise PodTemplateError(
-            f"{field}.runAsNonRoot: running as root is not allowed by the operator"
-        )
 
 
 def _quantities(resources: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +141,7 @@ def _pod_template(
     template = copy.deepcopy(spec.trial.pod_template or {})
     pod_meta = template.get("metadata") or {}
     pod_spec: dict[str, Any] = template.get("spec") or {}
-    _check_pod_template(pod_spec, settings.allow_privileged_pods)
+    check_pod_template(pod_spec, settings.allow_privileged_pods)
 
     containers = pod_spec.get("containers") or []
     trainer = next((c for c in containers if c.get("name") == TRAINER_CONTAINER), None)

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from kubenas import transitions
 from kubenas.api.experiment import NASExperiment
 from kubenas.api.loader import format_validation_error
+from kubenas.api.pod_policy import PodTemplateError
 from kubenas.api.records import ScreenScores, TrialRecord, TrialRole, TrialState
 from kubenas.api.status import Condition, ExperimentStatus
 from kubenas.api.trial import TrialSpec, TrialStatus, to_record
@@ -49,7 +50,6 @@ from kubenas.k8s.leases import (
 from kubenas.k8s.manifests import (
     TRAINER_CONTAINER,
     WORKER_TOKEN_KEY,
-    PodTemplateError,
     build_worker_job,
     build_worker_secret,
     job_name,

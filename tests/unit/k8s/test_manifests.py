@@ -9,10 +9,11 @@ import pytest
 from kubenas import transitions
 from kubenas.api import parse_experiment
 from kubenas.api.experiment import NASExperiment
+from kubenas.api.pod_policy import PodTemplateError
 from kubenas.api.records import TrialRecord, TrialState
 from kubenas.api.status import ExperimentStatus
 from kubenas.engine import decide
-from kubenas.k8s.manifests import PodTemplateError, build_job, build_trial, job_name
+from kubenas.k8s.manifests import build_job, build_trial, job_name
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
 from kubenas.k8s.settings import OperatorSettings
 from kubenas.k8s.status import conditions, experiment_status
