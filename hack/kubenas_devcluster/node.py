@@ -337,20 +337,24 @@ def start(
 
 
 def load_image(paths: NodePaths, image: NodeImage) -> None:
-    """Import ``image`` into containerd's CRI namespace unless it holds that ID already (its
-    store outlives clusters), then give it each of its names."""
-    source = image.image_id
-    if image.image_id not in image_names(paths):
+    """Import ``image`` into containerd's CRI namespace unless it holds it already (its store
+    outlives clusters), then give it each of its names.
+
+    An OCI archive of a podman image gets another config digest in containerd, so the image's
+    podman ID cannot be looked up there: a name carrying that ID says it was imported."""
+    keyed = f"{image.names[0]}-{image.image_id.removeprefix('sha256:')[:12]}"
+    source = keyed
+    if keyed not in image_names(paths):
         started = time.monotonic()
-        archive = paths.image_store.parent / f"import-{image.image_id.split(':')[-1][:12]}.tar"
+        archive = paths.image_store.parent / f"import-{keyed.rsplit('-', 1)[-1]}.tar"
         try:
             image.export(archive)
             _ctr(paths, "images", "import", str(archive))
         finally:
             archive.unlink(missing_ok=True)
-        # The archive names the image by its first name; the CRI adds the ID name a moment
-        # later, from an event.
+        # The archive names the image by its first name.
         source = image.names[0]
+        _ctr(paths, "images", "tag", "--force", source, keyed)
         print(f"  {source}: loaded in {time.monotonic() - started:.0f} s", flush=True)
     for alias in image.names:
         if alias != source:

@@ -1,4 +1,16 @@
-"""One real dev cluster (hack/kubenas_devcluster) shared by the whole e2e session."""
+"""The e2e suite's dev clusters (hack/kubenas_devcluster).
+
+``cluster`` is one cluster with the node agent, shared by the session. A module moves to the
+real node (containerd, kubelet, our images) by overriding it with ``real_cluster``:
+
+    @pytest.fixture(scope="module")
+    def cluster(real_cluster: Cluster) -> Cluster:
+        return real_cluster
+
+The real node is one per machine, so each such module starts and stops its own, in turn.
+``k8s``, ``crds``, the namespaces and ``start_operator`` follow whichever ``cluster`` a
+module uses.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +22,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kubenas_devcluster import BinariesMissing, Cluster
+from kubenas_devcluster import BinariesMissing, Cluster, binaries, node
 from kubenas_devcluster.testing import wait_for
 
 from .operator_harness import POD_SECURITY, REPO, OperatorProcess, kubectl
@@ -37,7 +49,30 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster with the machine's real node, for one module; its env is exported meanwhile.
+    After it stops, nothing of the node may be left on the machine."""
+    try:
+        running = Cluster.start(tmp_path_factory.mktemp("real-node"), gpus=2, node_kind="real")
+    except BinariesMissing as error:
+        missing = str(error)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in running.env().items():
+                patch.setenv(key, value)
+            yield running
+    finally:
+        running.stop()
+    paths = node.NodePaths(running.state_dir / "node", binaries.cache_dir() / "containerd")
+    assert node.leftovers(paths) == []
+
+
+@pytest.fixture(scope="module")
 def k8s(cluster: Cluster) -> client.ApiClient:
     """An admin API client for the cluster."""
     return config.new_client_from_config(config_file=str(cluster.kubeconfig))
@@ -88,7 +123,7 @@ def _exists(read: Callable[[], object]) -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def crds(cluster: Cluster) -> None:
     kubectl(cluster.bin_dir, "apply", "--server-side", "-f", str(REPO / "crds"))
     kubectl(
@@ -116,6 +151,7 @@ def start_operator(
             prometheus_url or cluster.prometheus_url,
             cluster.pushgateway_url,
             extra_args=extra_args,
+            lease_host=cluster.host,
         )
         operator.start()
         started.append(operator)

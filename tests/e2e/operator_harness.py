@@ -39,6 +39,7 @@ class OperatorProcess:
         health_port: int | None = None,
         pythonpath: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        lease_host: str = "127.0.0.1",
     ) -> None:
         self.namespace = namespace
         self.log = log
@@ -49,6 +50,9 @@ class OperatorProcess:
         # Another checkout's operator package (the benchmark's "before" run); None: this one.
         self.pythonpath = pythonpath
         self.extra_args = extra_args
+        # Where worker pods reach this host process: loopback for the node agent's host
+        # processes, the host's address from a real node's pods.
+        self.lease_host = lease_host
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -66,8 +70,7 @@ class OperatorProcess:
         env = os.environ.copy()
         if self.pythonpath is None:
             argv += ["--health-port", str(self.health_port)]
-            # Worker pods (trial reuse) are host processes of the node agent: localhost.
-            argv += ["--lease-url", f"http://127.0.0.1:{self.metrics_port}"]
+            argv += ["--lease-url", f"http://{self.lease_host}:{self.metrics_port}"]
         else:
             env["PYTHONPATH"] = os.pathsep.join(
                 filter(None, [str(self.pythonpath), env.get("PYTHONPATH")])

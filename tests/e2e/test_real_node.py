@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client, config, watch
 
 import kubenas_images
-from kubenas_devcluster import BinariesMissing, Cluster, binaries, node
+from kubenas_devcluster import Cluster
 from kubenas_devcluster.testing import wait_for
 
 from .operator_harness import POD_SECURITY, REPO, OperatorProcess, condition, finished, trials
@@ -37,23 +37,8 @@ TRAINER_IMAGE = "ghcr.io/kubenas/kubenas-trainer:0.1.0"
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A cluster of its own with the machine's one real node; its env is exported meanwhile,
-    so kubectl and the operator find it as a user's shell would."""
-    try:
-        running = Cluster.start(tmp_path_factory.mktemp("real-node"), gpus=2, node_kind="real")
-    except BinariesMissing as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for key, value in running.env().items():
-                patch.setenv(key, value)
-            yield running
-    finally:
-        running.stop()
-    # Stopped with pods on the node (a failed trial's stays): nothing of them is left.
-    paths = node.NodePaths(running.state_dir / "node", binaries.cache_dir() / "containerd")
-    assert node.leftovers(paths) == []
+def real(real_cluster: Cluster) -> Cluster:
+    return real_cluster
 
 
 @pytest.fixture(scope="module")

@@ -22,11 +22,12 @@ pytestmark = pytest.mark.e2e
 
 RUN_SECONDS = 4
 TIMEOUT_SECONDS = 10
-# A trial that only sleeps and writes its result as the termination message (no Pushgateway).
+# A trial that only sleeps and writes its result as the termination message (no Pushgateway),
+# to the file the kubelet mounts at the pod's terminationMessagePath.
 SLEEPY_TRAINER = (
     "import json, os, time; "
     f"time.sleep({RUN_SECONDS}); "
-    "open(os.environ['KUBENAS_TERMINATION_MESSAGE_PATH'], 'w').write("
+    "open('/dev/termination-log', 'w').write("
     "json.dumps({'metrics': {'val_accuracy': int(os.environ['KUBENAS_TRIAL'][-1]) / 10}}))"
 )
 
@@ -48,7 +49,7 @@ def _hold_one_gpu(k8s: client.ApiClient, namespace: str, gpus: int) -> None:
             "containers": [
                 {
                     "name": "hold",
-                    "image": "none",
+                    "image": "kubenas-trainer:0.1.0",
                     "command": ["python", "-c", "import time; time.sleep(3600)"],
                     "resources": {"limits": {"nvidia.com/gpu": str(gpus - 1)}},
                     "securityContext": {
@@ -66,6 +67,12 @@ def _hold_one_gpu(k8s: client.ApiClient, namespace: str, gpus: int) -> None:
         120,
         "the GPU holder to run",
     )
+
+
+@pytest.fixture(scope="module")
+def cluster(real_cluster: Cluster) -> Cluster:
+    """On the real node: the kubelet's device manager hands out the (fake) GPUs."""
+    return real_cluster
 
 
 def _node_gpus(k8s: client.ApiClient) -> int:
