@@ -18,6 +18,22 @@ from kubernetes import client
 REPO = Path(__file__).resolve().parents[2]
 # The namespace label that makes the API server enforce a Pod Security level.
 POD_SECURITY = "pod-security.kubernetes.io/enforce"
+# A stand-in trainer that honours the trainer contract in seconds (see its docstring).
+CONTRACT_TRAINER = Path(__file__).parent / "contract_trainer.py"
+
+
+def mount_volume(trial: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``trial`` (an experiment's spec.trial) with the e2e ``volume`` claim mounted at the
+    folder's own path in its pods."""
+    trial["podTemplate"] = {
+        "spec": {
+            "volumes": [{"name": "files", "persistentVolumeClaim": {"claimName": "files"}}],
+            "containers": [
+                {"name": "trainer", "volumeMounts": [{"name": "files", "mountPath": str(folder)}]}
+            ],
+        }
+    }
+    return trial
 
 
 def free_port() -> int:

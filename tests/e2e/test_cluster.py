@@ -1,13 +1,14 @@
-"""The dev cluster behaves like a real one where kubenas relies on it."""
+"""The dev cluster behaves like a real one where kubenas relies on it: its real node runs our
+images' containers with fake GPUs assigned, init containers, service-account rights, logs
+through the API server, and leaves no process of a deleted pod."""
 
 from __future__ import annotations
 
 import json
 import os
 import ssl
-import subprocess
-import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -18,8 +19,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubenas_devcluster import Cluster, binaries, node
-from kubenas_devcluster.cluster import running_pids
+from kubenas_devcluster import Cluster
 from kubenas_devcluster.procs import alive
 from kubenas_devcluster.testing import wait_for
 
@@ -28,16 +28,18 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def namespace(make_namespace: Callable[..., str]) -> str:
-    """The node agent's own tests run plain pods, not the operator's locked-down ones: no Pod
-    Security label."""
+    """Plain pods, not the operator's locked-down ones: no Pod Security label."""
     return make_namespace(None)
 
 
-HACK_DIR = Path(__file__).resolve().parents[2] / "hack"
+# The images the node holds: the trainer's (python) and the operator's (a shell, python and
+# the Kubernetes client).
+TRAINER_IMAGE = "kubenas-trainer:0.1.0"
+SHELL_IMAGE = "ghcr.io/kubenas/kubenas-operator:0.1.0"
 # Writes the GPUs it saw and when it ran to its termination message, after sleeping argv[1] s.
 GPU_PROBE = (
     "import json, os, sys, time; start = time.time(); time.sleep(float(sys.argv[1])); "
-    "open(os.environ['KUBENAS_TERMINATION_MESSAGE_PATH'], 'w').write(json.dumps("
+    "open('/dev/termination-log', 'w').write(json.dumps("
     "{'gpus': os.environ['CUDA_VISIBLE_DEVICES'], 'start': start, 'end': time.time()}))"
 )
 
@@ -55,7 +57,7 @@ def gpu_job(name: str, seconds: float) -> dict[str, Any]:
                     "containers": [
                         {
                             "name": "trainer",
-                            "image": "kubenas/trainer:dev",
+                            "image": TRAINER_IMAGE,
                             "command": ["python", "-c", GPU_PROBE, str(seconds)],
                             "resources": {"limits": {"nvidia.com/gpu": "1"}},
                         }
@@ -104,18 +106,21 @@ def test_init_containers_run_to_completion_first(k8s: client.ApiClient, namespac
             "metadata": {"name": "init"},
             "spec": {
                 "restartPolicy": "Never",
+                "volumes": [{"name": "shared", "emptyDir": {}}],
                 "initContainers": [
                     {
                         "name": "prepare",
-                        "image": "busybox",
-                        "command": ["sh", "-c", "sleep 1; echo prepared > greeting"],
+                        "image": SHELL_IMAGE,
+                        "command": ["sh", "-c", "sleep 1; echo prepared > /shared/greeting"],
+                        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
                     }
                 ],
                 "containers": [
                     {
                         "name": "main",
-                        "image": "busybox",
-                        "command": ["sh", "-c", "cat greeting > $KUBENAS_TERMINATION_MESSAGE_PATH"],
+                        "image": SHELL_IMAGE,
+                        "command": ["sh", "-c", "cat /shared/greeting > /dev/termination-log"],
+                        "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
                     }
                 ],
             },
@@ -159,13 +164,8 @@ def test_scheduler_runs_at_most_two_one_gpu_jobs_on_two_gpus(
         assert first["gpus"] != second["gpus"], (first, second)
 
 
-def sleeper_pod(name: str, pid_file: Path) -> dict[str, Any]:
-    """A pod whose shell and its child ``sleep`` write their PIDs, then wait for long.
-    (``$$$$``: Kubernetes expands ``$$`` in a command to ``$``.)"""
-    script = (
-        f"sleep 300 & echo $! > {pid_file}.tmp; echo $$$$ >> {pid_file}.tmp; "
-        f"mv {pid_file}.tmp {pid_file}; wait"
-    )
+def sleeper_pod(name: str) -> dict[str, Any]:
+    """A pod whose shell waits on a long ``sleep``; both carry ``E2E_SLEEPER=name``."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -173,29 +173,57 @@ def sleeper_pod(name: str, pid_file: Path) -> dict[str, Any]:
         "spec": {
             "restartPolicy": "Never",
             "terminationGracePeriodSeconds": 2,
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": SHELL_IMAGE,
+                    "command": ["sh", "-c", "sleep 300 & wait"],
+                    "env": [{"name": "E2E_SLEEPER", "value": name}],
+                }
+            ],
         },
     }
 
 
-def started_pids(pid_file: Path) -> list[int]:
-    wait_for(pid_file.exists, timeout=30, what=f"{pid_file}")
-    pids = [int(line) for line in pid_file.read_text().split()]
-    assert len(pids) == 2 and all(alive(pid) for pid in pids)
+def sleeper_pids(name: str) -> list[int]:
+    """The host's processes of a sleeper pod's container (a container's processes are the
+    host's, in namespaces of their own), found by their environment."""
+    marker = f"E2E_SLEEPER={name}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def started_pids(name: str) -> list[int]:
+    """The shell and its ``sleep``, once both run."""
+    pids: list[int] = wait_for(
+        lambda: found if len(found := sleeper_pids(name)) == 2 else None,
+        timeout=60,
+        what=f"pod {name}'s processes",
+    )
     return pids
 
 
 def test_deleting_pods_and_namespaces_leaves_no_process(
-    k8s: client.ApiClient, make_namespace: Callable[..., str], tmp_path: Path
+    k8s: client.ApiClient, make_namespace: Callable[..., str]
 ) -> None:
     core = client.CoreV1Api(k8s)
     namespace = make_namespace(None)
-    core.create_namespaced_pod(namespace, sleeper_pod("deleted", tmp_path / "deleted"))
-    core.create_namespaced_pod(namespace, sleeper_pod("left", tmp_path / "left"))
-    deleted_pids = started_pids(tmp_path / "deleted")
-    left_pids = started_pids(tmp_path / "left")
+    deleted, left = f"deleted-{namespace}", f"left-{namespace}"
+    core.create_namespaced_pod(namespace, sleeper_pod(deleted))
+    core.create_namespaced_pod(namespace, sleeper_pod(left))
+    deleted_pids = started_pids(deleted)
+    left_pids = started_pids(left)
 
-    core.delete_namespaced_pod("deleted", namespace)
+    core.delete_namespaced_pod(deleted, namespace)
     wait_for(
         lambda: not any(alive(pid) for pid in deleted_pids),
         timeout=15,
@@ -203,7 +231,7 @@ def test_deleting_pods_and_namespaces_leaves_no_process(
     )
     wait_for(
         lambda: (
-            not core.list_namespaced_pod(namespace, field_selector="metadata.name=deleted").items
+            not core.list_namespaced_pod(namespace, field_selector=f"metadata.name={deleted}").items
         ),
         timeout=15,
         what="the pod object to go",
@@ -216,6 +244,16 @@ def test_deleting_pods_and_namespaces_leaves_no_process(
         what=f"namespace {namespace} to be deleted",
     )
     assert not any(alive(pid) for pid in left_pids)
+
+
+# Lists the pod's namespace's ConfigMaps with the token the kubelet mounted, through the
+# ``kubernetes`` Service (kube-proxy); a refusal exits 1 with the API server's answer.
+LIST_CONFIGMAPS = (
+    "import sys; from kubernetes import client, config; config.load_incluster_config(); "
+    "namespace = open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read(); "
+    "\ntry: client.CoreV1Api().list_namespaced_config_map(namespace)"
+    "\nexcept client.ApiException as error: sys.exit(str(error.body))"
+)
 
 
 def test_pods_act_with_their_service_account_rights(k8s: client.ApiClient, namespace: str) -> None:
@@ -233,8 +271,8 @@ def test_pods_act_with_their_service_account_rights(k8s: client.ApiClient, names
                     "containers": [
                         {
                             "name": "main",
-                            "image": "kubectl",
-                            "command": ["kubectl", "get", "configmaps"],
+                            "image": SHELL_IMAGE,
+                            "command": ["python", "-c", LIST_CONFIGMAPS],
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                         }
                     ],
@@ -287,7 +325,7 @@ def test_pod_logs_are_read_through_the_api_server(
                 "containers": [
                     {
                         "name": "main",
-                        "image": "busybox",
+                        "image": SHELL_IMAGE,
                         "command": ["sh", "-c", "echo one; echo two >&2; echo three"],
                     }
                 ],
@@ -305,19 +343,20 @@ def test_pod_logs_are_read_through_the_api_server(
     assert core.read_namespaced_pod_log("talker", namespace, tail_lines=1) == "three\n"
     assert core.read_namespaced_pod_log("talker", namespace, limit_bytes=5) == "one\nt"
 
-    # The agent's endpoint itself wants a client certificate from the cluster CA.
+    # The kubelet's own endpoint, at the node's address, refuses a client without credentials.
     node = core.read_node(pod.spec.node_name)
-    assert {"type": "InternalIP", "address": "127.0.0.1"} in [
+    assert {"type": "InternalIP", "address": cluster.host} in [
         a.to_dict() for a in node.status.addresses
     ]
     port = node.status.daemon_endpoints.kubelet_endpoint.port
     no_client_cert = ssl.create_default_context(cafile=str(cluster.state_dir / "pki" / "ca.crt"))
-    with pytest.raises(OSError):
+    with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(
-            f"https://127.0.0.1:{port}/containerLogs/{namespace}/talker/main",
+            f"https://{cluster.host}:{port}/containerLogs/{namespace}/talker/main",
             context=no_client_cert,
             timeout=5,
         )
+    assert refused.value.code == 401
 
 
 def _finished(pod: client.V1Pod) -> client.V1Pod | None:
@@ -345,68 +384,3 @@ def test_pushed_metric_reaches_prometheus_within_a_scrape(cluster: Cluster) -> N
     assert result[0]["metric"]["job"] == "kubenas-e2e"
     assert float(result[0]["value"][1]) == pytest.approx(value)
     urllib.request.urlopen(urllib.request.Request(group, method="DELETE"), timeout=5)
-
-
-def test_cli_up_and_down(tmp_path: Path) -> None:
-    """``up`` as the README runs it starts a real node; ``down`` leaves no process, mount,
-    bridge or iptables rule of it on the machine."""
-    state_dir = tmp_path / "state"
-    env = {**os.environ, "PYTHONPATH": str(HACK_DIR)}
-    env.pop("KUBECONFIG", None)
-
-    def cli(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "kubenas_devcluster", *args, f"--state-dir={state_dir}"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    try:
-        assert "source" in cli("up", "--gpus=3")
-        shown = subprocess.run(
-            [
-                "bash",
-                "-c",
-                f"source {state_dir}/env && kubectl get nodes "
-                "-o jsonpath='{.items[0].status.allocatable.nvidia\\.com/gpu} "
-                '{.items[0].status.conditions[?(@.type=="Ready")].status} '
-                "{.items[0].status.nodeInfo.containerRuntimeVersion}'",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert shown.stdout.split() == ["3", "True", "containerd://1.6.20"], (
-            shown.stdout + shown.stderr
-        )
-        pids = running_pids(state_dir)
-        # etcd, the API server, controller-manager, scheduler, Prometheus, the Pushgateway,
-        # containerd, the kubelet, kube-proxy and the fake device plugin
-        assert len(pids) == 10
-        loaded = Cluster.load(state_dir)
-        assert loaded.kubeconfig == state_dir / "admin.kubeconfig"
-        assert loaded.node_kind == "real"
-    finally:
-        cli("down")
-    assert not [pid for pid in pids if alive(pid)]
-    assert not _processes_mentioning(str(state_dir))
-    node_paths = node.NodePaths(state_dir / "node", binaries.cache_dir() / "containerd")
-    assert node.leftovers(node_paths) == []
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and alive(int(entry)):
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if text.encode() in cmdline:
-                found.append(int(entry))
-    return found

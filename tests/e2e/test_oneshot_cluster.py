@@ -22,6 +22,7 @@ from .operator_harness import (
     condition,
     finished,
     kubectl,
+    mount_volume,
     trials,
     wait_until,
 )
@@ -32,8 +33,8 @@ NAME = "oneshot-digits"
 
 
 def _supernet_processes(experiment: str) -> list[int]:
-    """Host processes of the experiment's supernet trainer (the node agent runs a pod's
-    container as host processes), found by the contract's environment."""
+    """The experiment's supernet trainer as processes of the host (a container's processes
+    are, in namespaces of their own), found by the contract's environment."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -67,7 +68,7 @@ def test_a_supernet_killed_mid_training_resumes_and_its_derived_trials_run(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     start_operator(namespace)
     doc = yaml.safe_load((REPO / "examples" / f"{NAME}.yaml").read_text())
@@ -76,14 +77,15 @@ def test_a_supernet_killed_mid_training_resumes_and_its_derived_trials_run(
     spec["strategy"] |= {"supernetEpochs": 10, "topK": 3}
     spec["budget"] = {"maxTrials": 3, "parallelTrials": 2, "maxFailedTrials": 1}
     spec["fidelity"] = {"max": 2}
-    spec["trial"]["checkpointDir"] = str(tmp_path / "checkpoints")
+    spec["trial"]["checkpointDir"] = str(volume / "checkpoints")
+    mount_volume(spec["trial"], volume)
     kubectl(cluster.bin_dir, "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(doc))
 
-    checkpoint = tmp_path / "checkpoints" / NAME / "supernet" / "checkpoint.pt"
+    checkpoint = volume / "checkpoints" / NAME / "supernet" / "checkpoint.pt"
     wait_until(lambda: _checkpointed_epoch(checkpoint) >= 2, 300, "two supernet epochs")
     killed_at = _checkpointed_epoch(checkpoint)
     pids = _supernet_processes(NAME)
-    assert pids, "the supernet trainer runs as a host process of the node agent"
+    assert pids, "the supernet trainer's container is running"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
 

@@ -24,22 +24,24 @@ from kubernetes import client
 from kubenas_devcluster import Cluster
 
 from .operator_harness import (
+    CONTRACT_TRAINER,
     REPO,
     OperatorProcess,
     condition,
     experiment,
     finished,
     kubectl,
+    mount_volume,
     trials,
     wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 
-CONTRACT_TRAINER = Path(__file__).parent / "contract_trainer.py"
 
-
-def _quick_experiment(name: str, tmp_path: Path, **spec: Any) -> dict[str, Any]:
+def _quick_experiment(name: str, folder: Path, **spec: Any) -> dict[str, Any]:
+    """The contract trainer's experiment; its pods write checkpoints and a ledger of trained
+    epochs into ``folder`` (the e2e ``volume``)."""
     doc: dict[str, Any] = {
         "apiVersion": "kubenas.io/v1alpha1",
         "kind": "NASExperiment",
@@ -57,14 +59,15 @@ def _quick_experiment(name: str, tmp_path: Path, **spec: Any) -> dict[str, Any]:
             "budget": {"maxTrials": 8, "parallelTrials": 2},
             "trial": {
                 "dataset": "none:",
-                "command": ["python", str(CONTRACT_TRAINER)],
-                "checkpointDir": str(tmp_path / "checkpoints"),
+                "command": ["python", str(folder / CONTRACT_TRAINER.name)],
+                "checkpointDir": str(folder / "checkpoints"),
                 "timeoutSeconds": 120,
-                "env": [{"name": "LEDGER", "value": str(tmp_path / "ledger.txt")}],
+                "env": [{"name": "LEDGER", "value": str(folder / "ledger.txt")}],
                 "resources": {"limits": {"nvidia.com/gpu": 1}},
             },
         },
     }
+    mount_volume(doc["spec"]["trial"], folder)
     for key, value in spec.items():
         doc["spec"][key] = value
     return doc
@@ -91,9 +94,9 @@ def _wait_for(
     )
 
 
-def _ledger(tmp_path: Path) -> dict[str, list[int]]:
+def _ledger(folder: Path) -> dict[str, list[int]]:
     epochs: dict[str, list[int]] = {}
-    path = tmp_path / "ledger.txt"
+    path = folder / "ledger.txt"
     for line in path.read_text().splitlines() if path.exists() else []:
         trial, epoch = line.split()
         epochs.setdefault(trial, []).append(int(epoch))
@@ -105,11 +108,11 @@ def test_killed_operator_loses_and_duplicates_nothing(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     operator = start_operator(namespace)
     doc = _quick_experiment(
-        "survivor", tmp_path, budget={"maxTrials": 12, "parallelTrials": 2}, fidelity={"max": 3}
+        "survivor", volume, budget={"maxTrials": 12, "parallelTrials": 2}, fidelity={"max": 3}
     )
     _apply(cluster, namespace, doc)
     rng = random.Random(11)
@@ -128,7 +131,7 @@ def test_killed_operator_loses_and_duplicates_nothing(
     names = sorted(t["metadata"]["name"] for t in trials(k8s, namespace))
     assert names == [f"survivor-{i:04d}" for i in range(12)]
     assert all(state == "Succeeded" for state, _ in states.values()), states
-    ledger = _ledger(tmp_path)
+    ledger = _ledger(volume)
     assert sorted(ledger) == names
     assert all(epochs == [1, 2, 3] for epochs in ledger.values()), "each trial trained exactly once"
     assert done["status"]["trials"]["done"] == 12 and operator.starts == 4
@@ -223,11 +226,11 @@ def test_prometheus_outage_falls_back_to_termination_messages(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     proxy = _Proxy(cluster.prometheus_url)
     start_operator(namespace, prometheus_url=proxy.url)
-    _apply(cluster, namespace, _quick_experiment("outage", tmp_path, fidelity={"max": 2}))
+    _apply(cluster, namespace, _quick_experiment("outage", volume, fidelity={"max": 2}))
     wait_until(
         lambda: (
             sum((t.get("status") or {}).get("state") == "Succeeded" for t in trials(k8s, namespace))
@@ -269,12 +272,12 @@ def test_asha_promotes_from_checkpoints_and_saves_epochs(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     start_operator(namespace)
     doc = _quick_experiment(
         "asha",
-        tmp_path,
+        volume,
         budget={"maxTrials": 9, "parallelTrials": 2},
         fidelity={"min": 1, "max": 9, "scheduler": "asha", "reductionFactor": 3},
     )
@@ -286,7 +289,7 @@ def test_asha_promotes_from_checkpoints_and_saves_epochs(
     everything = trials(k8s, namespace)
     promoted = [t for t in everything if t["status"]["fidelity"] > 1]
     assert promoted, "the best third of rung 1 moves up"
-    ledger = _ledger(tmp_path)
+    ledger = _ledger(volume)
     for t in promoted:
         name = t["metadata"]["name"]
         # resumed from the checkpoint: epochs continue where the lower rung stopped, no repeats
@@ -308,10 +311,10 @@ def test_impossible_experiment_ends_failed(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     start_operator(namespace)
-    doc = _quick_experiment("hostnet", tmp_path)
+    doc = _quick_experiment("hostnet", volume)
     doc["spec"]["trial"]["podTemplate"] = {"spec": {"hostNetwork": True}}
     _apply(cluster, namespace, doc)
     done = wait_until(lambda: finished(k8s, namespace, "hostnet"), 60, "the experiment to fail")
@@ -340,11 +343,11 @@ def test_deleting_an_experiment_removes_everything_it_made(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     start_operator(namespace)
     doc = _quick_experiment(
-        "doomed", tmp_path, budget={"maxTrials": 6, "parallelTrials": 2}, fidelity={"max": 60}
+        "doomed", volume, budget={"maxTrials": 6, "parallelTrials": 2}, fidelity={"max": 60}
     )
     _apply(cluster, namespace, doc)
     wait_until(
@@ -372,12 +375,13 @@ def test_final_stage_waits_for_approval_then_retrains_beside_the_baseline(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
+    volume: Path,
     tmp_path: Path,
 ) -> None:
     start_operator(namespace)
     doc = _quick_experiment(
         "gated",
-        tmp_path,
+        volume,
         budget={"maxTrials": 4, "parallelTrials": 2},
         final={"topK": 1, "seeds": 2, "fidelity": 2, "approval": "manual"},
         baselines=[{"name": "hand", "architecture": {"quality": 5, "width": 64}}],
@@ -441,10 +445,15 @@ def test_digits_example_runs_as_written(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
+    volume: Path,
     tmp_path: Path,
 ) -> None:
     start_operator(namespace)
-    spec = yaml.safe_load((REPO / "examples" / "digits-cell.yaml").read_text())["spec"]
+    doc = yaml.safe_load((REPO / "examples" / "digits-cell.yaml").read_text())
+    spec = doc["spec"]
+    # As written, on a volume for its checkpoints and exports as docs/operate.md sets one up.
+    spec["trial"]["checkpointDir"] = str(volume / "checkpoints")
+    mount_volume(spec["trial"], volume)
     peak = {"running": 0}
     seen_gpu_requests: set[str] = set()
     stop = threading.Event()
@@ -462,9 +471,7 @@ def test_digits_example_runs_as_written(
 
     watcher = threading.Thread(target=watch_pods, daemon=True)
     watcher.start()
-    kubectl(
-        cluster.bin_dir, "apply", "-n", namespace, "-f", str(REPO / "examples" / "digits-cell.yaml")
-    )
+    _apply(cluster, namespace, doc)
     waited = _wait_for(cluster, namespace, "Succeeded", "digits-cell", 1500)
     stop.set()
     watcher.join()

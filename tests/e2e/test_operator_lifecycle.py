@@ -19,20 +19,20 @@ from kubernetes import client
 from kubenas_devcluster import Cluster
 
 from .operator_harness import (
+    CONTRACT_TRAINER,
     OperatorProcess,
     condition,
     experiment,
     finished,
     kubectl,
+    mount_volume,
     wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 
-CONTRACT_TRAINER = Path(__file__).parent / "contract_trainer.py"
 
-
-def _experiment(name: str, tmp_path: Path, **spec: Any) -> dict[str, Any]:
+def _experiment(name: str, folder: Path, **spec: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "apiVersion": "kubenas.io/v1alpha1",
         "kind": "NASExperiment",
@@ -48,13 +48,14 @@ def _experiment(name: str, tmp_path: Path, **spec: Any) -> dict[str, Any]:
             "fidelity": {"max": 60},
             "trial": {
                 "dataset": "none:",
-                "command": ["python", str(CONTRACT_TRAINER)],
-                "checkpointDir": str(tmp_path / name),
+                "command": ["python", str(folder / CONTRACT_TRAINER.name)],
+                "checkpointDir": str(folder / name),
                 "timeoutSeconds": 300,
                 "env": [{"name": "EPOCH_SECONDS", "value": "1"}],
             },
         },
     }
+    mount_volume(doc["spec"]["trial"], folder)
     doc["spec"].update(spec)
     return doc
 
@@ -88,10 +89,10 @@ def test_deleting_a_running_experiment_sweeps_its_groups_within_a_minute(
     cluster: Cluster,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     start_operator(namespace)
-    _apply(cluster, namespace, _experiment("doomed", tmp_path))
+    _apply(cluster, namespace, _experiment("doomed", volume))
     wait_until(
         lambda: _groups(cluster.pushgateway_url, namespace, "doomed"), 120, "a pushed metric"
     )
@@ -114,12 +115,12 @@ def test_groups_orphaned_while_the_operator_was_down_are_swept(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     """Groups of an experiment and of a trial that no longer exist go; the groups of a
     running experiment's trials stay."""
     operator = start_operator(namespace)
-    _apply(cluster, namespace, _experiment("alive", tmp_path))
+    _apply(cluster, namespace, _experiment("alive", volume))
     wait_until(lambda: _groups(cluster.pushgateway_url, namespace, "alive"), 120, "a push")
     operator.kill()
     _push(cluster.pushgateway_url, namespace, "ghost", "ghost-0000")
@@ -171,12 +172,12 @@ def test_a_job_the_api_refuses_fails_the_experiment_once(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     """Half a GPU passes the experiment's schema but no Job may ask for it (422): permanent,
     so the experiment is Failed with the API server's reason, and stays so."""
     operator = start_operator(namespace)
-    doc = _experiment("halfgpu", tmp_path)
+    doc = _experiment("halfgpu", volume)
     doc["spec"]["trial"]["resources"] = {"limits": {"nvidia.com/gpu": "500m"}}
     _apply(cluster, namespace, doc)
     done = wait_until(lambda: finished(k8s, namespace, "halfgpu"), 60, "the experiment to fail")

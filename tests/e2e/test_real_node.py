@@ -37,8 +37,8 @@ TRAINER_IMAGE = "ghcr.io/kubenas/kubenas-trainer:0.1.0"
 
 
 @pytest.fixture(scope="module")
-def real(real_cluster: Cluster) -> Cluster:
-    return real_cluster
+def real(cluster: Cluster) -> Cluster:
+    return cluster
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,9 @@ pytestmark = pytest.mark.e2e
 WORKER_LABEL = "kubenas.io/worker"
 
 
-def _reuse_experiment(name: str, tmp_path: Path, epoch_seconds: float) -> dict[str, Any]:
+def _reuse_experiment(name: str, folder: Path, epoch_seconds: float) -> dict[str, Any]:
     doc = _quick_experiment(
-        name, tmp_path, budget={"maxTrials": 12, "parallelTrials": 2}, fidelity={"max": 3}
+        name, folder, budget={"maxTrials": 12, "parallelTrials": 2}, fidelity={"max": 3}
     )
     doc["spec"]["trial"]["reuse"] = {"maxTrialsPerPod": 4}
     doc["spec"]["trial"]["env"].append({"name": "EPOCH_SECONDS", "value": str(epoch_seconds)})
@@ -68,8 +68,8 @@ def _finish(k8s: client.ApiClient, namespace: str, name: str) -> dict[str, dict[
 
 
 def _trial_under_worker() -> tuple[int, str] | None:
-    """(worker pid, trial) of a worker pod's host process whose trial is training now: the
-    node agent runs a pod's container as host processes, the trial as the worker's child."""
+    """(worker pid, trial) of a worker pod's process whose trial is training now, seen from the
+    host (a container's processes are host processes): the trial is the worker's child."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -90,23 +90,23 @@ def test_twelve_candidates_train_in_four_pods_through_an_operator_kill(
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     operator = start_operator(namespace)
-    doc = _reuse_experiment("reused", tmp_path, epoch_seconds=0.3)
+    doc = _reuse_experiment("reused", volume, epoch_seconds=0.3)
     with _worker_pods_seen(k8s, namespace) as pods:
         _apply(cluster, namespace, doc)
         for lines in (6, 18):  # three epochs a trial: a kill after about 2 and 6 trials
 
             def trained(enough: int = lines) -> bool:
-                return sum(map(len, _ledger(tmp_path).values())) >= enough
+                return sum(map(len, _ledger(volume).values())) >= enough
 
             wait_until(trained, 120, "trials to train")
             operator.kill()  # the workers keep training and hold their results until it is back
             time.sleep(1.5)
             operator.start()
         statuses = _finish(k8s, namespace, "reused")
-    ledger = _ledger(tmp_path)
+    ledger = _ledger(volume)
     assert all(epochs == [1, 2, 3] for epochs in ledger.values()), "each trained exactly once"
     assert len(ledger) == 12
     workers = {s["worker"] for s in statuses.values()}
@@ -121,18 +121,18 @@ def test_a_worker_pod_killed_mid_trial_gives_its_trial_back_and_nothing_is_recor
     k8s: client.ApiClient,
     namespace: str,
     start_operator: Callable[..., OperatorProcess],
-    tmp_path: Path,
+    volume: Path,
 ) -> None:
     start_operator(namespace)
-    doc = _reuse_experiment("killed", tmp_path, epoch_seconds=0.6)
+    doc = _reuse_experiment("killed", volume, epoch_seconds=0.6)
     with _worker_pods_seen(k8s, namespace) as pods:
         _apply(cluster, namespace, doc)
-        wait_until(lambda: len(_ledger(tmp_path)) >= 2, 120, "trials to train")
+        wait_until(lambda: len(_ledger(volume)) >= 2, 120, "trials to train")
         found = wait_until(_trial_under_worker, 60, "a trial training on a worker", 0.05)
         worker_pid, victim = found
         os.kill(worker_pid, signal.SIGKILL)
         statuses = _finish(k8s, namespace, "killed")
-    ledger = _ledger(tmp_path)
+    ledger = _ledger(volume)
     print(f"trial reuse: killed the worker of {victim}; {len(pods)} pods ({sorted(pods)})")
     assert statuses[victim]["lostLeases"] == 1, statuses[victim]
     assert ledger[victim][-3:] == [1, 2, 3], "the lost run was trained again, from its start"

@@ -69,12 +69,6 @@ def _hold_one_gpu(k8s: client.ApiClient, namespace: str, gpus: int) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def cluster(real_cluster: Cluster) -> Cluster:
-    """On the real node: the kubelet's device manager hands out the (fake) GPUs."""
-    return real_cluster
-
-
 def _node_gpus(k8s: client.ApiClient) -> int:
     (node,) = client.CoreV1Api(k8s).list_node().items
     return int(node.status.allocatable["nvidia.com/gpu"])
