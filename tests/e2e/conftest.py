@@ -9,48 +9,30 @@ need or write (the contract trainer, ledgers, checkpoints) live on a PersistentV
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from kubenas_devcluster import BinariesMissing, Cluster, binaries, node
+from kubenas_devcluster import Cluster
 from kubenas_devcluster.testing import wait_for
 
-from .operator_harness import CONTRACT_TRAINER, POD_SECURITY, REPO, OperatorProcess, kubectl
-
-
-def start_cluster(state_dir: Path, **options: object) -> Iterator[Cluster]:
-    """Starts a cluster with the real node and exports its env (KUBECONFIG, PROMETHEUS_URL, ...)
-    meanwhile, so tools and kopf's runner find it as a user's shell would. After it stops,
-    nothing of the node may be left on the machine."""
-    try:
-        running = Cluster.start(state_dir, gpus=2, node_kind="real", **options)  # type: ignore[arg-type]
-    except BinariesMissing as error:
-        missing = str(error)
-    else:
-        missing = ""
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for key, value in running.env().items():
-                patch.setenv(key, value)
-            yield running
-    finally:
-        running.stop()
-    paths = node.NodePaths(running.state_dir / "node", binaries.cache_dir() / "containerd")
-    assert node.leftovers(paths) == []
+from .operator_harness import (
+    POD_SECURITY,
+    REPO,
+    OperatorProcess,
+    create_volume,
+    kubectl,
+    run_cluster,
+)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield from run_cluster(tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture(scope="module")
@@ -145,41 +127,7 @@ def start_operator(
 
 @pytest.fixture
 def volume(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Path]:
-    """A host folder that trial pods of ``namespace`` see at the same path: a hostPath
-    PersistentVolume bound to the claim ``files``, which ``mount_volume`` puts in a pod
-    template. Paths the operator records (checkpoints, exports) then read the same on the
-    host. Holds a copy of the contract trainer; writable by the images' user."""
-    folder = tmp_path / "volume"
-    folder.mkdir()
-    folder.chmod(0o777)
-    shutil.copy(CONTRACT_TRAINER, folder / CONTRACT_TRAINER.name)
-    name = f"{namespace}-files"
-    documents = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "files"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "files", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteMany"],
-                "storageClassName": "",
-                "volumeName": name,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
-    kubectl(cluster.bin_dir, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    """A host folder that trial pods of ``namespace`` see at the same path (``create_volume``)."""
+    folder = create_volume(cluster.bin_dir, namespace, tmp_path / "volume")
     yield folder
-    kubectl(cluster.bin_dir, "delete", "pv", name, "--wait=false", check=False)
+    kubectl(cluster.bin_dir, "delete", "pv", f"{namespace}-files", "--wait=false", check=False)

@@ -4,22 +4,89 @@ kubectl from the dev cluster, and polling."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from kubernetes import client
+
+from kubenas_devcluster import BinariesMissing, Cluster, binaries, node
 
 REPO = Path(__file__).resolve().parents[2]
 # The namespace label that makes the API server enforce a Pod Security level.
 POD_SECURITY = "pod-security.kubernetes.io/enforce"
 # A stand-in trainer that honours the trainer contract in seconds (see its docstring).
 CONTRACT_TRAINER = Path(__file__).parent / "contract_trainer.py"
+
+
+def run_cluster(state_dir: Path, **options: Any) -> Iterator[Cluster]:
+    """A fixture's body: a dev cluster with the machine's real node, its env (KUBECONFIG,
+    PROMETHEUS_URL, ...) exported meanwhile, so tools and kopf's runner find it as a user's
+    shell would. After it stops, nothing of the node may be left on the machine."""
+    try:
+        running = Cluster.start(state_dir, gpus=2, node_kind="real", **options)
+    except BinariesMissing as error:
+        missing = str(error)
+    else:
+        missing = ""
+    if missing:
+        pytest.fail(missing, pytrace=False)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in running.env().items():
+                patch.setenv(key, value)
+            yield running
+    finally:
+        running.stop()
+    paths = node.NodePaths(running.state_dir / "node", binaries.cache_dir() / "containerd")
+    assert node.leftovers(paths) == []
+
+
+def create_volume(bin_dir: Path, namespace: str, folder: Path) -> Path:
+    """Makes ``folder`` a hostPath PersistentVolume bound to the claim ``files`` in
+    ``namespace``, which ``mount_volume`` puts in a pod template at the folder's own path, so
+    paths the operator records (checkpoints, exports) read the same on the host. Holds a copy
+    of the contract trainer; writable by the images' user."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o777)
+    shutil.copy(CONTRACT_TRAINER, folder / CONTRACT_TRAINER.name)
+    name = f"{namespace}-files"
+    documents = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(folder), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": "files"},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "files", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "",
+                "volumeName": name,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+    kubectl(bin_dir, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    return folder
 
 
 def mount_volume(trial: dict[str, Any], folder: Path) -> dict[str, Any]:
@@ -66,8 +133,7 @@ class OperatorProcess:
         # Another checkout's operator package (the benchmark's "before" run); None: this one.
         self.pythonpath = pythonpath
         self.extra_args = extra_args
-        # Where worker pods reach this host process: loopback for the node agent's host
-        # processes, the host's address from a real node's pods.
+        # Where worker pods reach this host process: the host's address (Cluster.host).
         self.lease_host = lease_host
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0

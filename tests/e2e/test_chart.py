@@ -24,16 +24,24 @@ from typing import Any
 import pytest
 import yaml
 
-from kubenas_devcluster import BinariesMissing, Cluster, binaries
+from kubenas_devcluster import Cluster, binaries
 
-from .operator_harness import POD_SECURITY, REPO, free_port, wait_until
+from .operator_harness import (
+    CONTRACT_TRAINER,
+    POD_SECURITY,
+    REPO,
+    create_volume,
+    free_port,
+    mount_volume,
+    run_cluster,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
 CHART = REPO / "charts" / "kubenas"
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 HEALTH_LUA = CHART / "argocd" / "health.lua"
-CONTRACT_TRAINER = Path(__file__).parent / "contract_trainer.py"
 RELEASE = "kubenas"
 RELEASE_NS = "kubenas-system"
 WATCHED_NS = "nas-team"
@@ -47,18 +55,9 @@ def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, audit_log: Path) -> Iterator[Cluster]:
-    """This module's own dev cluster, with the API server's audit log on (the session cluster
-    has none), so least privilege is measured rather than guessed."""
-    try:
-        running = Cluster.start(
-            tmp_path_factory.mktemp("chart-cluster"), gpus=2, audit_log=audit_log
-        )
-    except BinariesMissing as error:
-        pytest.fail(str(error), pytrace=False)
-    try:
-        yield running
-    finally:
-        running.stop()
+    """This module's dev cluster, with the API server's audit log on (the other modules' have
+    none), so least privilege is measured rather than guessed."""
+    yield from run_cluster(tmp_path_factory.mktemp("chart-cluster"), audit_log=audit_log)
 
 
 def _run(
@@ -282,7 +281,7 @@ def _experiment(name: str, workdir: Path, **spec: Any) -> dict[str, Any]:
             "fidelity": {"max": 3},
             "trial": {
                 "dataset": "none:",
-                "command": ["python", str(CONTRACT_TRAINER)],
+                "command": ["python", str(workdir / CONTRACT_TRAINER.name)],
                 "checkpointDir": str(workdir / name),
                 "timeoutSeconds": 120,
                 "env": [{"name": "EPOCH_SECONDS", "value": "1"}],
@@ -290,6 +289,7 @@ def _experiment(name: str, workdir: Path, **spec: Any) -> dict[str, Any]:
             },
         },
     }
+    mount_volume(doc["spec"]["trial"], workdir)
     doc["spec"].update(spec)
     return doc
 
@@ -315,6 +315,7 @@ def _screened_experiment(workdir: Path) -> dict[str, Any]:
                 "checkpointDir": str(workdir / "screened"),
                 "timeoutSeconds": 300,
                 "resources": {"limits": {"cpu": 1, "nvidia.com/gpu": 1}},
+                **mount_volume({}, workdir),
             },
         },
     }
@@ -347,6 +348,7 @@ def _hardware_experiment(workdir: Path) -> dict[str, Any]:
                 "checkpointDir": str(workdir / "hardware"),
                 "timeoutSeconds": 300,
                 "resources": {"limits": {"cpu": 1, "nvidia.com/gpu": 1}},
+                **mount_volume({}, workdir),
             },
         },
     }
@@ -409,48 +411,61 @@ def _condition(obj: dict[str, Any], kind: str) -> str | None:
     return None
 
 
+def _helm_install(cluster: Cluster, verb: str, settings: list[str]) -> str:
+    """helm install or upgrade of the chart as a user runs it: its images and ports by default."""
+    argv = ["helm", verb, RELEASE, str(CHART), "--namespace", RELEASE_NS, "--wait"]
+    argv += ["--timeout", "180s", *(f"--set={setting}" for setting in settings)]
+    return _run(cluster, *argv).stdout
+
+
 @pytest.fixture(scope="module")
-def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+def installed(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Installed:
     """helm install (namespaced mode), then a succeeding and a failing experiment."""
-    workdir = tmp_path_factory.mktemp("chart-run")
-    health_port = free_port()
     for namespace in (RELEASE_NS, WATCHED_NS):
         _run(cluster, "kubectl", "create", "namespace", namespace, check=False)
         # The operator pod and every trial and worker pod must pass Pod Security restricted.
         _run(cluster, "kubectl", "label", "namespace", namespace, f"{POD_SECURITY}=restricted")
-    notes = _run(
-        cluster,
-        "helm",
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        RELEASE_NS,
-        "--wait",
-        "--timeout",
-        "120s",
-        "--set-json",
-        'operator.command=["python","-m","kubenas.cli"]',
-        "--set",
-        f"operator.metricsPort={cluster.operator_metrics_port}",
-        "--set",
-        f"operator.healthPort={health_port}",
-        "--set",
-        # Pods here are host processes of the node agent, with no cluster DNS.
-        f"operator.leaseURL=http://127.0.0.1:{cluster.operator_metrics_port}",
-        "--set",
+    # The trials' checkpoints (and the contract trainer) on a volume, as docs/operate.md says.
+    workdir = create_volume(cluster.bin_dir, WATCHED_NS, tmp_path_factory.mktemp("chart-run"))
+    settings = [
         f"prometheus.url={cluster.prometheus_url}",
-        "--set",
         f"pushgateway.url={cluster.pushgateway_url}",
-        "--set",
         f"watchNamespaces={{{WATCHED_NS}}}",
-    ).stdout
+    ]
+    notes = _helm_install(cluster, "install", settings)
     assert "kubectl wait --for=condition=Succeeded nasx/digits-cell" in notes, notes
     assert f"watches NASExperiments in these namespaces: {WATCHED_NS}" in notes, notes
     assert "WARNING" not in notes, notes
-    healthz = f"http://127.0.0.1:{health_port}/healthz"
+    # The dev cluster has no DNS for the chart's default lease URL (its metrics Service by
+    # name): worker pods are pointed at the Service's address instead, as a user without
+    # cluster DNS would.
+    service = _get(cluster, "service", f"{RELEASE}-metrics", RELEASE_NS)
+    lease = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    _helm_install(cluster, "upgrade", [*settings, f"operator.leaseURL={lease}"])
+    # Prometheus scrapes the operator at the port the cluster set aside for it on the host:
+    # kubectl port-forward puts the pod's metrics and health ports there.
+    health_port = free_port()
+    forward = subprocess.Popen(
+        [
+            str(cluster.bin_dir / "kubectl"),
+            "port-forward",
+            "-n",
+            RELEASE_NS,
+            f"--address={cluster.host}",
+            f"deployment/{RELEASE}",
+            f"{cluster.operator_metrics_port}:8080",
+            f"{health_port}:8081",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **cluster.env()},
+    )
+    request.addfinalizer(forward.kill)
+    healthz = f"http://{cluster.host}:{health_port}/healthz"
     wait_until(lambda: _reachable(healthz), 60, "the chart's operator to serve /healthz")
-    metrics = f"http://127.0.0.1:{cluster.operator_metrics_port}/metrics"
+    metrics = f"http://{cluster.host}:{cluster.operator_metrics_port}/metrics"
     wait_until(lambda: _reachable(metrics), 30, "the chart's operator to serve /metrics")
     pods = json.loads(
         _run(

@@ -326,7 +326,13 @@ def test_pod_logs_are_read_through_the_api_server(
                     {
                         "name": "main",
                         "image": SHELL_IMAGE,
-                        "command": ["sh", "-c", "echo one; echo two >&2; echo three"],
+                        # The runtime reads stdout and stderr through two pipes: a pause
+                        # between lines keeps their order in the log.
+                        "command": [
+                            "sh",
+                            "-c",
+                            "echo one; sleep 0.2; echo two >&2; sleep 0.2; echo three",
+                        ],
                     }
                 ],
             },
