@@ -9,6 +9,7 @@ writes its own report, termination message, logs and checkpoint in its own folde
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -154,7 +155,10 @@ class WorkerPool:
     def close(self) -> None:
         for worker in self.workers.values():
             if worker.popen.stdin is not None:
-                worker.popen.stdin.close()  # the worker's loop ends at end of input
+                # The worker's loop ends at end of input; a dead worker's pipe refuses the
+                # flush of what it never read.
+                with contextlib.suppress(OSError):
+                    worker.popen.stdin.close()
         for worker in self.workers.values():
             try:
                 worker.popen.wait(5)
