@@ -130,9 +130,26 @@ def test_screen_without_a_dataset_scores_the_data_free_proxies(tmp_path: Path) -
     assert row["params"] > 0 and row["flops"] > 0 and row["synflow"] > 0
 
 
+def test_shards_of_a_screen_together_score_every_architecture_once(tmp_path: Path) -> None:
+    architectures = tmp_path / "cells.txt"
+    architectures.write_text(f"{CONV_CELL}\n{NONE_CELL}\n{MIXED_CELL}\n")
+    shards = []
+    for shard in ("0/2", "1/2"):
+        out = tmp_path / f"shard-{shard[0]}.jsonl"
+        status = screen.main([
+            "--family", "nb201-cell", "--architectures", str(architectures), "--shard", shard,
+            "--proxies", "params", "--stem", "4", "--cells-per-stage", "1", "--device", "cpu",
+            "--out", str(out),
+        ])  # fmt: skip
+        assert status == 0
+        shards.append([json.loads(line)["architecture"]["cell"] for line in out.open()])
+    assert shards == [[CONV_CELL, MIXED_CELL], [NONE_CELL]]
+
+
 @pytest.mark.parametrize(
     "arguments,message",
     [
+        (["--proxies", "synflow", "--shard", "2/2"], "--shard: want K/N with 0 <= K < N"),
         (["--proxies", "synflow,magic"], "--proxies: unknown proxy magic"),
         (["--proxies", "synflow,naswot,snip"], "--proxies naswot, snip need training data"),
         (["--proxies", "synflow", "--input-shape", "3by32"], "--input-shape"),

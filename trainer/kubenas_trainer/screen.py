@@ -163,6 +163,14 @@ def parse_proxies(text: str) -> list[str]:
     return names
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` -> ``(K, N)``: this process's share is every N-th candidate from the K-th."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not int(index) < int(count):
+        raise argparse.ArgumentTypeError(f"want K/N with 0 <= K < N, got {text!r}")
+    return int(index), int(count)
+
+
 def positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"want a whole number >= 1, got {text!r}")
@@ -218,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-shape", type=parse_shape, help="sample shape without --dataset (3x32x32)"
     )
     parser.add_argument("--classes", type=positive, help="classes without --dataset (10)")
+    parser.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=(0, 1),
+        help="K/N: score every N-th architecture from the K-th (0-based), so N processes share "
+        "one list; concatenate their outputs (0/1)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSON-lines file to write")
     add_model_arguments(parser)
     return parser
@@ -246,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             candidates = read_architectures(
                 args.architectures, args.family, args.stem, args.cells_per_stage
             )
+        shard, shards = args.shard
+        candidates = candidates[shard::shards]
         if args.dataset is None:
             probe = Probe(args.input_shape or DEFAULT_INPUT_SHAPE)
             num_classes = args.classes or DEFAULT_CLASSES
