@@ -56,6 +56,7 @@ def bench_experiment(
         spec.pop(stage, None)
     spec["budget"] = {**spec.get("budget", {}), "maxTrials": trials, "parallelTrials": parallel}
     spec["trial"]["checkpointDir"] = str(root / name)
+    spec["trial"].pop("reuse", None)  # the experiment's own setting gives way to the bench's
     if per_pod is not None:
         spec["trial"]["reuse"] = {"maxTrialsPerPod": per_pod}
     return doc
