@@ -2,7 +2,8 @@
 
 The policy is one softmax per categorical or integer parameter. Each finished trial is one
 policy-gradient step with Adam, its advantage measured against an exponential moving average of
-the rewards (NAS-Bench-201's setting: learning rate 0.01, momentum 0.9). The policy is not kept
+the rewards (momentum 0.9 as in NAS-Bench-201; the learning rate defaults to 0.1 rather than its
+0.01, see ``ReinforceStrategy``). The policy is not kept
 between calls: it is replayed from the finished trials in creation order, so a restarted
 controller holds exactly the policy a long-lived one would.
 """
