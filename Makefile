@@ -12,7 +12,7 @@ demo: install
 	$(PYTHON) -m kubenas.cli run examples/digits-cell.yaml --out runs/demo
 
 test: install cluster-binaries system-packages images
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest --durations=20
 
 test-unit: install
 	$(PYTHON) -m pytest -m "not e2e"
