@@ -58,35 +58,43 @@ def create_volume(bin_dir: Path, namespace: str, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o777)
     shutil.copy(CONTRACT_TRAINER, folder / CONTRACT_TRAINER.name)
-    name = f"{namespace}-files"
-    documents = [
+    documents = volume_documents(namespace, "files", folder, "ReadWriteMany")
+    kubectl(bin_dir, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+    return folder
+
+
+def volume_documents(
+    namespace: str, claim: str, folder: Path, access_mode: str
+) -> list[dict[str, Any]]:
+    """A hostPath PersistentVolume of ``folder`` (``<namespace>-<claim>``) and the claim bound
+    to it, as docs/operate.md sets a checkpoint volume up."""
+    volume = f"{namespace}-{claim}"
+    return [
         {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
-            "metadata": {"name": name},
+            "metadata": {"name": volume},
             "spec": {
                 "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteMany"],
+                "accessModes": [access_mode],
                 "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
                 "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": "files"},
+                "claimRef": {"namespace": namespace, "name": claim},
             },
         },
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "files", "namespace": namespace},
+            "metadata": {"name": claim, "namespace": namespace},
             "spec": {
-                "accessModes": ["ReadWriteMany"],
+                "accessModes": [access_mode],
                 "storageClassName": "",
-                "volumeName": name,
+                "volumeName": volume,
                 "resources": {"requests": {"storage": "1Gi"}},
             },
         },
     ]
-    kubectl(bin_dir, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
-    return folder
 
 
 def mount_volume(trial: dict[str, Any], folder: Path) -> dict[str, Any]:

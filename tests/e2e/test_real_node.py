@@ -27,7 +27,15 @@ import kubenas_images
 from kubenas_devcluster import Cluster
 from kubenas_devcluster.testing import wait_for
 
-from .operator_harness import POD_SECURITY, REPO, OperatorProcess, condition, finished, trials
+from .operator_harness import (
+    POD_SECURITY,
+    REPO,
+    OperatorProcess,
+    condition,
+    finished,
+    trials,
+    volume_documents,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -62,30 +70,7 @@ def checkpoints(
             "kind": "Namespace",
             "metadata": {"name": NAMESPACE, "labels": {POD_SECURITY: "restricted"}},
         },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": f"{NAMESPACE}-checkpoints"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": NAMESPACE, "name": CLAIM},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": CLAIM, "namespace": NAMESPACE},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": f"{NAMESPACE}-checkpoints",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
+        *volume_documents(NAMESPACE, CLAIM, folder, "ReadWriteOnce"),
     ]
     _kubectl(real, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
     wait_for(
