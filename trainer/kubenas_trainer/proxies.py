@@ -88,14 +88,19 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _layer_weight_names(model: nn.Module) -> list[str]:
+    """The weight of every weighted layer (convolutions and linear layers), by parameter name,
+    in module order: sums over them are always taken in the same order."""
+    return [
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, WEIGHTED_LAYERS)
+    ]
+
+
 def _layer_weights(model: nn.Module) -> list[torch.Tensor]:
-    """The weight of every weighted layer (convolutions and linear layers), in module order."""
-    weights = []
-    for module in model.modules():
-        if isinstance(module, WEIGHTED_LAYERS):
-            assert isinstance(module.weight, torch.Tensor)
-            weights.append(module.weight)
-    return weights
+    parameters = dict(model.named_parameters(remove_duplicate=False))
+    return [parameters[name] for name in _layer_weight_names(model)]
 
 
 def synflow(model: nn.Module, probe: Probe) -> float:
@@ -104,18 +109,16 @@ def synflow(model: nn.Module, probe: Probe) -> float:
     The model is run on double-precision absolute copies of its tensors (``functional_call``)
     with each batch norm's output replaced by its input, rather than on a deep copy of the
     module tree, which cost twice the rest of the proxy."""
-    weight_names = [  # in module order, so the sum below is always taken in the same order
-        f"{name}.weight" for name, module in model.named_modules()
-        if isinstance(module, WEIGHTED_LAYERS)
-    ]  # fmt: skip
+    weight_names = _layer_weight_names(model)
     weighted = set(weight_names)
     positive = {
         name: parameter.detach().double().abs().requires_grad_(name in weighted)
         for name, parameter in model.named_parameters()
     }
-    buffers = {
-        name: buffer.double() if buffer.is_floating_point() else buffer.clone()
+    buffers = {  # in double like the rest; integer buffers (batch counts) stay the model's
+        name: buffer.double()
         for name, buffer in model.named_buffers()
+        if buffer.is_floating_point()
     }
     handles = [
         module.register_forward_hook(_bypass)
