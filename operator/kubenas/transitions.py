@@ -46,6 +46,8 @@ def started(record: TrialRecord, at: float) -> TrialRecord:
         queued_at=None,
         queue_seconds=record.queue_seconds + waited,
         intermediate=[],
+        reason=None,
+        message=None,
     )
 
 
@@ -54,6 +56,20 @@ def resumed(record: TrialRecord, resume_from: str | None, now: float) -> TrialRe
     return record.with_changes(
         state=TrialState.PENDING, resumed_from=resume_from, started_at=None, queued_at=now
     )
+
+
+WAITING_FOR_ADMISSION = "WaitingForAdmission"
+
+
+def waiting(record: TrialRecord, reason: str | None, message: str | None) -> TrialRecord:
+    """A pending trial's reason to wait (a quota manager has not admitted its run yet), or
+    None once nothing holds it back; a record in any other state, or unchanged, is kept."""
+    if record.state is not TrialState.PENDING or (record.reason, record.message) == (
+        reason,
+        message,
+    ):
+        return record
+    return record.with_changes(reason=reason, message=message)
 
 
 def leased(record: TrialRecord, lease: str, worker: str, now: float) -> TrialRecord:

@@ -96,6 +96,26 @@ def test_epochs_already_reached_only_evaluates(
     assert [e["event"] for e in _events(tmp_path / "r.jsonl")][-2:] == ["start", "final"]
 
 
+def test_a_run_started_again_continues_its_own_checkpoint_only(
+    tmp_path: Path, small_architectures: dict[str, dict[str, Any]]
+) -> None:
+    """A preempted or killed pod's Job starts the same run again, with the same checkpoint
+    folder and no --resume-from: it continues from the last epoch the folder holds. A
+    checkpoint of another network there is not continued."""
+    arch = small_architectures["chain"]
+    folder = str(tmp_path / "ckpt")
+    common = ("--schedule-epochs", "3", "--checkpoint-dir", folder)
+    _run(arch, "--epochs", "1", *common, report=tmp_path / "first.jsonl")  # then preempted
+    again = _run(arch, "--epochs", "3", *common, report=tmp_path / "again.jsonl")
+    epochs = [e["epoch"] for e in _events(tmp_path / "again.jsonl") if e["event"] == "epoch"]
+    assert epochs == [2, 3] and again["metrics"]["epochs"] == 3
+    other_run = _run(  # another seed: other weights, so its checkpoint is not this run's
+        arch, "--epochs", "3", "--seed", "7", *common, report=tmp_path / "other.jsonl"
+    )
+    epochs = [e["epoch"] for e in _events(tmp_path / "other.jsonl") if e["event"] == "epoch"]
+    assert epochs == [1, 2, 3] and other_run["metrics"]["epochs"] == 3
+
+
 def _trainer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kubenas_trainer", *args],

@@ -10,7 +10,6 @@ A Kubernetes Job's next pod gets the same checkpoint dir, so a killed supernet t
 from its last epoch when it runs again.
 """
 
-import hashlib
 import json
 import sys
 import time
@@ -23,7 +22,7 @@ from kubenas.api.builtin_trainer import Hyperparameters
 from kubenas.api.space import SearchSpaceSpec
 from kubenas.api.vocabulary import ONESHOT_METHODS
 from kubenas.space import SearchSpace, build_space
-from kubenas_trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from kubenas_trainer.checkpoint import fingerprint, resume_state, save_checkpoint
 from kubenas_trainer.config import ConfigError, TrialConfig
 from kubenas_trainer.data import Splits, load_dataset
 from kubenas_trainer.device import DevicePlan, plan_device
@@ -79,40 +78,17 @@ def build_supernet(
     return build_spos(space, splits, hparams, schedule_epochs, plan, seed)
 
 
-def fingerprint(config: TrialConfig, supernet: dict[str, Any]) -> str:
-    """What a checkpoint's weights depend on (the settings hold the seed); a checkpoint of
-    other settings never resumes this supernet. The epochs are left out: a trial asked for more
-    epochs continues its checkpoint."""
-    identity = {
-        "supernet": supernet,
-        "family": config.family,
-        "dataset": config.dataset,
-        "hparams": vars(config.hparams),
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-def resume_state(config: TrialConfig, expected: str) -> dict[str, Any] | None:
-    """The supernet state to continue from: ``resume_from`` (which must match), else the
-    checkpoint a killed run of this trial left in ``checkpoint_dir`` (ignored unless it
-    matches), else None."""
-    if config.resume_from is not None:
-        state = load_checkpoint(config.resume_from)
-        if state.get("fingerprint") != expected:
-            raise ConfigError(f"resume_from {config.resume_from}: not this supernet's checkpoint")
-        return state
-    if config.checkpoint_dir is None or not (config.checkpoint_dir / CHECKPOINT_NAME).is_file():
-        return None
-    path = config.checkpoint_dir / CHECKPOINT_NAME
-    state = load_checkpoint(path)
-    if state.get("fingerprint") != expected:
-        print(
-            f"kubenas_trainer: {path} is not this supernet's checkpoint (other supernet "
-            "settings, family, dataset or hparams); training the supernet from scratch",
-            file=sys.stderr,
-        )
-        return None
-    return state
+def supernet_fingerprint(config: TrialConfig, supernet: dict[str, Any]) -> str:
+    """What a checkpoint's weights depend on (the settings hold the seed). The epochs are left
+    out: a trial asked for more epochs continues its checkpoint."""
+    return fingerprint(
+        {
+            "supernet": supernet,
+            "family": config.family,
+            "dataset": config.dataset,
+            "hparams": vars(config.hparams),
+        }
+    )
 
 
 def run_supernet_trial(
@@ -136,8 +112,8 @@ def run_supernet_trial(
     supernet = build_supernet(
         method, space, splits, config.hparams, config.schedule_epochs, plan, seed
     )
-    expected = fingerprint(config, supernet_settings)
-    resumed = resume_state(config, expected)
+    expected = supernet_fingerprint(config, supernet_settings)
+    resumed = resume_state(config.resume_from, config.checkpoint_dir, expected, "supernet")
     if resumed is not None:
         supernet.load_state_dict(resumed["supernet"])
     start_epoch = supernet.epoch

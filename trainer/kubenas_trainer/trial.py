@@ -8,7 +8,12 @@ import numpy as np
 import torch
 
 from kubenas.api.builtin_trainer import EXPORT_DIR
-from kubenas_trainer.checkpoint import load_checkpoint, save_checkpoint
+from kubenas_trainer.checkpoint import (
+    fingerprint,
+    load_checkpoint,
+    resume_state,
+    save_checkpoint,
+)
 from kubenas_trainer.config import TrialConfig
 from kubenas_trainer.costs import measure_costs
 from kubenas_trainer.data import Arrays, Splits, load_dataset
@@ -55,8 +60,11 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         config.seed,
         config.compile,
     )
+    expected = trial_fingerprint(config)
     if config.resume_from is not None:
         trainer.load_state_dict(load_checkpoint(config.resume_from))
+    elif (own := resume_state(None, config.checkpoint_dir, expected, "network")) is not None:
+        trainer.load_state_dict(own)  # a preempted or killed pod of this run: continue it
     val, test = to_device(splits.val, plan), to_device(splits.test, plan)
     reporter.start(
         family=config.family,
@@ -81,7 +89,7 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         train_seconds += seconds
         if config.checkpoint_dir is not None:
             checkpoint = save_checkpoint(
-                config.checkpoint_dir, _checkpoint_state(trainer, config, splits)
+                config.checkpoint_dir, _checkpoint_state(trainer, config, splits, expected)
             )
         reporter.epoch(
             trainer.epoch,
@@ -94,7 +102,7 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         )
     if config.checkpoint_dir is not None and checkpoint is None:
         checkpoint = save_checkpoint(
-            config.checkpoint_dir, _checkpoint_state(trainer, config, splits)
+            config.checkpoint_dir, _checkpoint_state(trainer, config, splits, expected)
         )
     test_loss, test_accuracy = trainer.evaluate(test)
     exported = None
@@ -137,9 +145,28 @@ def _training_arrays(splits: Splits, config: TrialConfig) -> Arrays:
     )
 
 
-def _checkpoint_state(trainer: Trainer, config: TrialConfig, splits: Splits) -> dict[str, Any]:
-    """The trainer's state and what rebuilds its network without the data."""
+def trial_fingerprint(config: TrialConfig) -> str:
+    """What a run's weights depend on; its epochs are left out, so a run asked for more epochs
+    (a promotion) continues the checkpoint."""
+    return fingerprint(
+        {
+            "family": config.family,
+            "architecture": config.architecture,
+            "dataset": config.dataset,
+            "hparams": vars(config.hparams),
+            "seed": config.seed,
+            "schedule_epochs": config.schedule_epochs,
+            "train_on": config.train_on,
+        }
+    )
+
+
+def _checkpoint_state(
+    trainer: Trainer, config: TrialConfig, splits: Splits, expected: str
+) -> dict[str, Any]:
+    """The trainer's state, its fingerprint and what rebuilds its network without the data."""
     return {
+        "fingerprint": expected,
         "family": config.family,
         "architecture": config.architecture,
         "sample_shape": list(splits.sample_shape),

@@ -219,11 +219,18 @@ def build_job(
             # No activeDeadlineSeconds: it counts from the Job's start, queue time included;
             # the engine times a trial out from its container's start (kubenas.engine).
             "backoffLimit": spec.trial.backoff_limit,
+            **_queued(spec.trial.queue_name),
             "template": _pod_template(
                 experiment, settings, list(spec.trial.command), listed, labels
             ),
         },
     }
+
+
+def _queued(queue_name: str | None) -> dict[str, Any]:
+    """A Job for a Kueue queue is created suspended, as Kueue's batch/Job integration asks:
+    Kueue unsuspends it once the queue's quota admits it, and suspends it again to preempt."""
+    return {"suspend": True} if queue_name else {}
 
 
 def worker_secret_name(experiment: str) -> str:
@@ -312,6 +319,7 @@ def build_worker_job(
         "spec": {
             # The pod is the unit a lease is lost with: no retries of a worker that died.
             "backoffLimit": 0,
+            **_queued(spec.trial.queue_name),
             "template": _pod_template(experiment, settings, command, env, labels),
         },
     }

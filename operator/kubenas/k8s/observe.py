@@ -3,7 +3,8 @@
 :func:`observe` takes the records as stored, the experiment's Jobs and pods and one Prometheus
 snapshot, and returns the records as they now are, through :mod:`kubenas.transitions` only. A
 trial is Running only once its trainer container has started, and its clock starts then: a Job
-that Kueue keeps suspended, or whose pod waits for a GPU, keeps the trial Pending and queued.
+that Kueue keeps suspended, or whose pod waits for a GPU, keeps the trial Pending and queued. A
+running trial whose Job Kueue suspends again (preemption) is queued again on the same Job.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from kubenas.api.trial import from_rfc3339
 from kubenas.engine import planner
 from kubenas.k8s.job_state import JobOutcome, failed_condition, job_outcome
 from kubenas.k8s.leases import WorkerView, leased, lost_lease_limit, runs_on_worker
-from kubenas.k8s.manifests import TRAINER_CONTAINER, job_name
+from kubenas.k8s.manifests import QUEUE_LABEL, TRAINER_CONTAINER, job_name
 from kubenas.k8s.metrics_source import (
     SOURCE_PROMETHEUS,
     SOURCE_TERMINATION_MESSAGE,
@@ -40,11 +41,13 @@ Json = dict[str, Any]
 class Observation:
     """The records after folding in the cluster's state. ``ended``: trials whose run finished
     in this pass (their Pushgateway group can go); ``relaunch``: pending trials without a Job
-    (created just before a crash, or their Job was lost)."""
+    (created just before a crash, or their Job was lost); ``preempted``: running trials whose
+    Job a quota manager suspended in this pass (they wait, and resume from a checkpoint)."""
 
     records: dict[str, TrialRecord]
     ended: tuple[str, ...] = ()
     relaunch: tuple[str, ...] = ()
+    preempted: tuple[str, ...] = ()
 
 
 def pods_of(job: str, pods: Sequence[Json]) -> list[Json]:
@@ -229,6 +232,7 @@ def observe(
     out = dict(records)
     ended: list[str] = []
     relaunch: list[str] = []
+    preempted: list[str] = []
     for name, record in records.items():
         if not record.state.active:
             continue
@@ -252,15 +256,34 @@ def observe(
             out[name] = _ended(experiment, record, job, outcome, state, pushed, scores, now)
             ended.append(name)
         elif (job.get("spec") or {}).get("suspend"):
-            if record.state is TrialState.RUNNING:  # preempted (Kueue): queued again
+            if record.state is TrialState.RUNNING:  # preempted: queued again, same Job
                 record = transitions.resumed(record, record.resumed_from, now)
-            out[name] = record
+                preempted.append(name)
+            out[name] = transitions.waiting(
+                record, transitions.WAITING_FOR_ADMISSION, admission_wait(job)
+            )
         else:
-            started_at = container_started_at(state)
+            # A pod that is going away (its Job was suspended) is not the run.
+            live = [p for p in pods_of(job["metadata"]["name"], pods) if not _terminating(p)]
+            started_at = container_started_at(trainer_state(live))
             if started_at is not None:
                 record = transitions.started(record, started_at)
+            elif record.reason == transitions.WAITING_FOR_ADMISSION:  # admitted, not started
+                record = transitions.waiting(record, None, None)
             out[name] = _progressed(experiment, record, pushed)
-    return Observation(out, tuple(ended), tuple(relaunch))
+    return Observation(out, tuple(ended), tuple(relaunch), tuple(preempted))
+
+
+def admission_wait(job: Mapping[str, Any]) -> str:
+    """Why a suspended trial Job waits: Kueue admits it when its queue's quota allows."""
+    queue = (job["metadata"].get("labels") or {}).get(QUEUE_LABEL)
+    if queue:
+        return f"waiting for admission in queue {queue}"
+    return "waiting: its Job is suspended"
+
+
+def _terminating(pod: Mapping[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
 
 
 def jobs_to_delete(records: Mapping[str, TrialRecord], jobs: Sequence[Json]) -> list[str]:
@@ -288,4 +311,17 @@ def failure_events(
         for name, record in after.items()
         if record.state is TrialState.FAILED
         and (before.get(name) is None or before[name].state is not TrialState.FAILED)
+    ]
+
+
+def preemption_events(preempted: Sequence[str]) -> list[tuple[str, str, str]]:
+    """One event per running trial whose Job was suspended in this pass: it was preempted."""
+    return [
+        (
+            "Normal",
+            "TrialPreempted",
+            f"{name}: its Job was suspended while it ran (preempted by its queue); it waits "
+            "for admission again and resumes from its last checkpoint",
+        )
+        for name in preempted
     ]

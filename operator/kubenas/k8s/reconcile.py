@@ -55,7 +55,13 @@ from kubenas.k8s.manifests import (
     job_name,
 )
 from kubenas.k8s.metrics_source import Availability, MetricsSnapshot
-from kubenas.k8s.observe import failure_events, jobs_to_delete, observe, pods_of
+from kubenas.k8s.observe import (
+    failure_events,
+    jobs_to_delete,
+    observe,
+    pods_of,
+    preemption_events,
+)
 from kubenas.k8s.screen_store import read_configmap
 from kubenas.k8s.settings import ANNOTATION_APPROVE, OperatorSettings
 from kubenas.k8s.status import experiment_status, failed_to_run_status
@@ -302,6 +308,7 @@ class ExperimentReconciler:
         if status != previous:
             self.api.patch_experiment_status(self.namespace, self.name, status.to_patch())
         outcome.events = failure_events(stored, records)
+        outcome.events += preemption_events(observed.preempted)
         outcome.events += announcements(experiment, previous, status, decisions)
         operator_metrics.observe_experiment(self.namespace, experiment, records.values(), decisions)
         outcome.finished = decisions.finished

@@ -101,9 +101,17 @@ def render(
             f"{t_status.get('fidelity') or trial['spec'].get('fidelity') or '-'!s:>9}"
             f"{(f'{value:.4f}' if isinstance(value, int | float) else '-'):>16}"
             f"  {_queue(t_status, now if now is not None else time.time()):<18}"
-            f"{t_status.get('reason') or _source(t_status)}".rstrip()
+            f"{_why(t_status)}".rstrip()
         )
     return "\n".join(lines)
+
+
+def _why(status: dict[str, Any]) -> str:
+    """A pending trial's reason to wait in words ("waiting for admission in queue gpu"), else
+    how it ended, else where its metrics came from."""
+    if status.get("state", "Pending") == "Pending" and status.get("message"):
+        return str(status["message"])
+    return str(status.get("reason") or _source(status))
 
 
 def _final(final: dict[str, Any]) -> list[str]:

@@ -117,14 +117,49 @@ def test_a_job_whose_pod_waits_for_a_gpu_keeps_the_trial_pending(
     assert "exp-0000-f0" in world.job_names()
 
 
-def test_a_suspended_job_keeps_the_trial_pending(server: FakeMetricsServer) -> None:
+def test_a_queued_trial_waits_for_admission_in_its_queue(server: FakeMetricsServer) -> None:
     world = World(server, trial={**World.trial_spec(), "queueName": "gpus"})
     world.reconcile()
+    assert world.api.job(NS, "exp-0000-f0")["spec"]["suspend"] is True  # for Kueue to admit
     world.api.suspend(NS, "exp-0000-f0")
     world.tick(500)
     world.reconcile()
-    assert world.record("exp-0000").state is TrialState.PENDING
-    assert world.status("exp-0000").get("reason") is None
+    status = world.status("exp-0000")
+    assert (status["state"], status["reason"]) == ("Pending", "WaitingForAdmission")
+    assert status["message"] == "waiting for admission in queue gpus"
+    world.run("exp-0000-f0", at=T0 + 600)  # admitted after 600 s: none of it is run time
+    world.tick(150)
+    world.reconcile()
+    record = world.record("exp-0000")
+    assert (record.state, record.reason, record.message) == (TrialState.RUNNING, None, None)
+    assert (record.started_at, record.queue_seconds) == (T0 + 600, 600)
+
+
+def test_a_preempted_trial_waits_again_on_the_same_job_and_says_so(
+    server: FakeMetricsServer,
+) -> None:
+    world = World(server, trial={**World.trial_spec(), "queueName": "gpus"})
+    world.reconcile()
+    world.run("exp-0000-f0", at=T0 + 5)
+    world.tick(20)
+    world.reconcile()
+    world.api.suspend(NS, "exp-0000-f0")  # Kueue gives its quota to a higher priority
+    world.tick(10)
+    outcome = world.reconcile()
+    record = world.record("exp-0000")
+    assert (record.state, record.reason) == (TrialState.PENDING, "WaitingForAdmission")
+    assert [e[1] for e in outcome.events] == ["TrialPreempted"]
+    mine = [j for j in world.job_names() if j.startswith("exp-0000")]
+    assert mine == ["exp-0000-f0"]  # the same Job waits: no new one, no failure
+    world.tick(300)  # three timeouts in the queue
+    world.reconcile()
+    assert world.record("exp-0000").state is TrialState.PENDING, "no clock runs while queued"
+    world.run("exp-0000-f0", at=T0 + 330)
+    world.reconcile()
+    record = world.record("exp-0000")
+    assert (record.state, record.started_at) == (TrialState.RUNNING, T0 + 330)
+    assert record.queue_seconds == pytest.approx(5 + 300)  # both waits, none of the run
+    assert world.reconcile().events == []
 
 
 def test_the_trial_runs_from_its_container_start_and_its_wait_is_queue_time(
@@ -160,21 +195,6 @@ def test_timeout_counts_from_the_container_start_not_the_queue(
     assert (record.state, record.reason) == (TrialState.FAILED, "Timeout")
     assert "exp-0000-f0" not in world.job_names(), "the timed-out run's Job is deleted"
     assert ("Warning", "TrialFailed") in [(k, r) for k, r, _ in outcome.events]
-
-
-def test_a_preempted_running_trial_is_queued_again(server: FakeMetricsServer) -> None:
-    world = World(server)
-    world.reconcile()
-    world.run("exp-0000-f0")
-    world.reconcile()
-    world.tick(60)
-    world.api.suspend(NS, "exp-0000-f0")
-    world.reconcile()
-    record = world.record("exp-0000")
-    assert record.state is TrialState.PENDING and record.started_at is None
-    world.tick(200)
-    world.reconcile()
-    assert world.record("exp-0000").state is TrialState.PENDING, "no clock runs while queued"
 
 
 def test_a_running_trial_whose_job_was_lost_is_queued_and_launched_again(
