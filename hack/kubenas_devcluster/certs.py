@@ -1,6 +1,7 @@
-"""The cluster's PKI: a CA, the API server's serving cert, an admin client cert, SA keys, and
-the kubelet serving cert with the API server's client cert for it (``kubectl logs``). The CA key
-is kept, so a real node's own credentials can be issued (:func:`issue_client_cert`).
+"""The cluster's PKI: a CA, the API server's serving cert, an admin client cert, SA keys, the
+kubelet serving cert with the API server's client cert for it (``kubectl logs``), and the
+aggregation layer's front-proxy CA and client cert. The CA key is kept, so a real node's own
+credentials can be issued (:func:`issue_client_cert`).
 
 Generated fresh for every cluster with ``cryptography``; nothing here is meant to outlive it.
 ECDSA P-256 keeps generation instant on a busy 2-core machine; the service-account signing key
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=30)
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class Pki:
     kubelet_key: Path
     kubelet_client_cert: Path
     kubelet_client_key: Path
+    front_proxy_ca: Path
+    front_proxy_client_cert: Path
+    front_proxy_client_key: Path
 
 
 def write_pki(directory: Path, host_ips: tuple[str, ...] = ()) -> Pki:
@@ -68,6 +73,9 @@ def write_pki(directory: Path, host_ips: tuple[str, ...] = ()) -> Pki:
                 "kubelet.key",
                 "apiserver-kubelet-client.crt",
                 "apiserver-kubelet-client.key",
+                "front-proxy-ca.crt",
+                "front-proxy-client.crt",
+                "front-proxy-client.key",
             )
         )
     )
@@ -119,6 +127,29 @@ def write_pki(directory: Path, host_ips: tuple[str, ...] = ()) -> Pki:
         )
         _write_cert(cert_path, client.sign(ca_key, hashes.SHA256()))
         _write_key(key_path, client_key)
+
+    # The aggregation layer: the API server proxies to extension API servers (Kueue's
+    # visibility API) as front-proxy-client, under a CA of its own, as kubeadm sets it up.
+    proxy_ca_key = ec.generate_private_key(ec.SECP256R1())
+    proxy_ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "front-proxy-ca")])
+    proxy_ca = (
+        _builder(proxy_ca_name, proxy_ca_name, proxy_ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .sign(proxy_ca_key, hashes.SHA256())
+    )
+    _write_cert(pki.front_proxy_ca, proxy_ca)
+    proxy_client_key = ec.generate_private_key(ec.SECP256R1())
+    proxy_client = _leaf(
+        proxy_ca,
+        proxy_ca_key,
+        proxy_client_key,
+        FRONT_PROXY_CLIENT,
+        None,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    _write_cert(pki.front_proxy_client_cert, proxy_client.sign(proxy_ca_key, hashes.SHA256()))
+    _write_key(pki.front_proxy_client_key, proxy_client_key)
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_private_key, sa_key)

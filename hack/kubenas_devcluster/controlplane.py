@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubenas_devcluster.certs import Pki
+from kubenas_devcluster.certs import FRONT_PROXY_CLIENT, Pki
 
 SERVICE_CIDR = "10.0.0.0/24"
 
@@ -93,6 +93,14 @@ def apiserver_argv(
         f"--service-account-key-file={pki.sa_public_key}",
         f"--service-account-signing-key-file={pki.sa_private_key}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # The aggregation layer (APIService objects, e.g. Kueue's visibility API).
+        f"--requestheader-client-ca-file={pki.front_proxy_ca}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+        f"--proxy-client-key-file={pki.front_proxy_client_key}",
         "--profiling=false",
         *audit_flags,
     ]
