@@ -297,7 +297,12 @@ class TrialTemplate(WireModel):
     node_selector: dict[str, str] | None = None
     tolerations: list[dict[str, Any]] | None = None
     priority_class_name: str | None = None
-    queue_name: str | None = None
+    queue_name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue LocalQueue the trial Jobs are submitted to (a label value)",
+    )
     backoff_limit: int = Field(default=0, ge=0, le=10)
     reuse: TrialReuse | None = None
     pod_template: dict[str, Any] | None = None
