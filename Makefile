@@ -3,7 +3,7 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 DEVCLUSTER = PYTHONPATH=hack $(PYTHON) -m kubenas_devcluster
 
-.PHONY: install demo test test-unit lint system-packages images cluster-binaries cluster-prereqs cluster-up cluster-down bench-nb201
+.PHONY: install demo test test-unit lint system-packages images cluster-binaries cluster-prereqs cluster-up cluster-down kueue-up bench-nb201
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,trainer]'
@@ -42,6 +42,10 @@ cluster-binaries cluster-prereqs:
 
 cluster-up: cluster-binaries images
 	$(DEVCLUSTER) up
+
+# Real Kueue from its own chart, into the cluster `make cluster-up` started (docs/operate.md).
+kueue-up: cluster-binaries images
+	$(DEVCLUSTER) kueue
 
 cluster-down:
 	$(DEVCLUSTER) down

@@ -1,4 +1,4 @@
-"""``python -m kubenas_devcluster prereqs|up|down|agent`` (PYTHONPATH=hack)."""
+"""``python -m kubenas_devcluster prereqs|up|kueue|down|agent`` (PYTHONPATH=hack)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from kubenas_devcluster import binaries, cluster, node, nodeagent
+from kubenas_devcluster import binaries, cluster, kueue, node, nodeagent
 
 DEFAULT_STATE_DIR = Path(__file__).resolve().parent.parent.parent / ".cluster"
 
@@ -17,8 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("prereqs", help="build/cache the binaries, apt-get Prometheus")
     up = commands.add_parser("up", help="start the cluster in the background")
+    queues = commands.add_parser("kueue", help="install real Kueue into the running cluster")
     down = commands.add_parser("down", help="stop everything `up` started")
-    for sub in (up, down):
+    for sub in (up, queues, down):
         sub.add_argument(
             "--state-dir",
             type=Path,
@@ -70,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
             f"Prometheus {running.prometheus_url}, Pushgateway {running.pushgateway_url}"
         )
         print(f"use it with:  source {running.state_dir / 'env'}")
+    elif args.command == "kueue":
+        try:
+            seconds = kueue.install(cluster.Cluster.load(args.state_dir.resolve()))
+        except FileNotFoundError:
+            print(f"no dev cluster in {args.state_dir}: `make cluster-up` first", file=sys.stderr)
+            return 2
+        print(
+            f"Kueue {binaries.KUEUE_VERSION} ready in {seconds:.1f} s (namespace {kueue.NAMESPACE})"
+        )
     elif args.command == "down":
         cluster.stop(args.state_dir)
         print(f"dev cluster in {args.state_dir} stopped")

@@ -2,10 +2,10 @@
 
 There is no container engine and no download site here, only the Go module proxy, so
 kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, the node's kubelet and
-kube-proxy, etcd, helm and our fake GPU device plugin are compiled from their modules (recipe
-in shared/design/CLUSTER.md). A CI run works in a fresh clone, so the cache lives under
-``$KUBENAS_CACHE`` (default ``~/.cache/kubenas``) and a build is skipped when the cached
-binary already reports the wanted version.
+kube-proxy, etcd, helm, Kueue's manager and our fake GPU device plugin are compiled from their
+modules (recipe in shared/design/CLUSTER.md). A CI run works in a fresh clone, so the cache
+lives under ``$KUBENAS_CACHE`` (default ``~/.cache/kubenas``) and a build is skipped when the
+cached binary already reports the wanted version.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ KUBERNETES_VERSION = "v1.36.3"
 STAGING_VERSION = "v0.36.3"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
+KUEUE_VERSION = "v0.17.0"
+KUEUE_MODULE = "sigs.k8s.io/kueue"
 
 KUBE_COMMANDS = (
     "kube-apiserver",
@@ -52,11 +54,14 @@ FAKE_GPU = "kubenas-fakegpu"
 
 @dataclass(frozen=True)
 class Binary:
-    """A cached binary and the command line whose output must contain ``expect``."""
+    """A cached binary and the command line whose output must contain ``expect``: the binary
+    with ``version_args``, or, with ``go_build_info``, ``go version -m`` on it (for a binary
+    that prints no version, Go's own record of the modules it was built from)."""
 
     name: str
     version_args: tuple[str, ...]
     expect: str
+    go_build_info: bool = False
 
 
 def _source_hash(path: Path) -> str:
@@ -72,6 +77,7 @@ BINARIES = (
     Binary("kubectl", ("version", "--client"), f"Client Version: {KUBERNETES_VERSION}"),
     Binary("etcd", ("--version",), f"etcd Version: {ETCD_VERSION.lstrip('v')}"),
     Binary("helm", ("version", "--short"), HELM_VERSION),
+    Binary("kueue", (), f"{KUEUE_MODULE}\t{KUEUE_VERSION}", go_build_info=True),
     Binary(FAKE_GPU, ("-version",), f"kubenas-fakegpu {_source_hash(FAKE_GPU_SOURCE)}"),
 )
 
@@ -114,6 +120,8 @@ def ensure_prerequisites() -> None:
         _timed(f"build etcd {ETCD_VERSION}", lambda: _build_etcd(directory))
     if "helm" in missing:
         _timed(f"build helm {HELM_VERSION}", lambda: _build_helm(directory))
+    if "kueue" in missing:
+        _timed(f"build kueue {KUEUE_VERSION}", lambda: _build_kueue(directory))
     for name in sorted(set(BINARIES_BY_NAME) - missing):
         print(f"  {name}: cached, version ok", flush=True)
     packages = [DEBIAN_PACKAGES[cmd] for cmd in missing_debian_commands()]
@@ -134,9 +142,10 @@ BINARIES_BY_NAME = {b.name: b for b in BINARIES}
 def _has_version(path: Path, binary: Binary) -> bool:
     if not os.access(path, os.X_OK):
         return False
+    argv = ["go", "version", "-m", str(path)] if binary.go_build_info else [str(path)]
     try:
         result = subprocess.run(
-            [str(path), *binary.version_args], capture_output=True, text=True, timeout=30
+            [*argv, *binary.version_args], capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -255,6 +264,23 @@ def _build_helm(out: Path) -> None:
         cwd=cache_dir(),
         env={"GOBIN": str(out)},
     )
+
+
+def _build_kueue(out: Path) -> None:
+    """Kueue's manager, as its Makefile's ``build`` makes it (its image holds only this)."""
+    ldflags = f"-s -w -X {KUEUE_MODULE}/pkg/version.GitVersion={KUEUE_VERSION}"
+    _go(
+        ["install", "-trimpath", "-ldflags", ldflags, f"{KUEUE_MODULE}/cmd/kueue@{KUEUE_VERSION}"],
+        cwd=cache_dir(),
+        env={"GOBIN": str(out)},
+    )
+
+
+def module_dir(module: str, version: str) -> Path:
+    """A Go module's unpacked source (downloaded into Go's module cache if absent): where
+    Kueue's own Helm chart is read from."""
+    info = json.loads(_go(["mod", "download", "-json", f"{module}@{version}"], cwd=cache_dir()))
+    return Path(info["Dir"])
 
 
 def _apt_install(packages: list[str]) -> None:
