@@ -105,6 +105,10 @@ class Runner:
     generation: int = 0
     parked_generation: int | None = None  # a permanent error at this generation: no retries
     finished_jobs: set[str] = field(default_factory=set)
+    # Each Job's run as last seen: whether it is suspended and whether a pod of it is ready.
+    # Its pod starting, or Kueue admitting (unsuspending) or preempting (suspending) it,
+    # changes what its trial is, so either change wakes a pass.
+    job_runs: dict[str, tuple[bool, bool]] = field(default_factory=dict)
     pass_started: float | None = None
     passes: int = 0
 
@@ -277,6 +281,12 @@ def _approval(body: Mapping[str, Any]) -> str | None:
     return cast(str | None, annotations.get(ANNOTATION_APPROVE))
 
 
+def _job_run(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Whether the Job is suspended, and whether a pod of it is ready (its trainer runs)."""
+    suspended = bool((body.get("spec") or {}).get("suspend"))
+    return suspended, bool((body.get("status") or {}).get("ready"))
+
+
 def _job_finished(body: Mapping[str, Any]) -> bool:
     status = body.get("status") or {}
     if (status.get("succeeded") or 0) >= 1:
@@ -344,14 +354,16 @@ async def trial_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 async def job_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A pass when a Job finishes, or when a Job appears or goes that we did not create or
-    delete; not for the Job controller's other status updates."""
+    """A pass when a Job finishes, when its pod starts, when a queue admits or preempts it
+    (its ``suspend`` flips), or when a Job appears or goes that we did not create or delete;
+    not for the Job controller's other status updates."""
     runner = _runner_of(memo, body)
     if runner is None:
         return
     name = body["metadata"]["name"]
     if event["type"] == "DELETED":
         runner.finished_jobs.discard(name)
+        runner.job_runs.pop(name, None)
         if not runner.cached.is_own_job_write(body, deleted=True):
             runner.wake.set()
         return
@@ -360,6 +372,10 @@ async def job_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_:
             runner.finished_jobs.add(name)
             runner.wake.set()
         return
+    run = _job_run(body)
+    if runner.job_runs.setdefault(name, run) != run:
+        runner.job_runs[name] = run
+        runner.wake.set()
     appeared = event["type"] in (None, "ADDED")
     if appeared and not runner.cached.is_own_job_write(body, deleted=False):
         runner.wake.set()

@@ -54,8 +54,9 @@ def _memo() -> tuple[kopf.Memo, handlers.Runner]:
     return kopf.Memo(state=state), runner
 
 
-def _job(name: str, **status: Any) -> kopf.Body:
+def _job(name: str, spec: dict[str, Any] | None = None, **status: Any) -> kopf.Body:
     raw = {
+        "spec": spec or {},
         "metadata": {
             "name": name,
             "namespace": NS,
@@ -94,6 +95,27 @@ def test_a_job_we_created_wakes_nothing_until_it_finishes(
     runner.wake.clear()
     _job_event(memo, "MODIFIED", _job("search-0000-f0", succeeded=1, completionTime="now"))
     assert not runner.wake.is_set(), "one pass per finished Job"
+
+
+def test_a_queue_admitting_or_preempting_our_job_and_its_pod_starting_wake_a_pass(
+    memo_runner: tuple[kopf.Memo, handlers.Runner],
+) -> None:
+    memo, runner = memo_runner
+    runner.cached.overlay.created_jobs["search-0000-f0"] = (0.0, {})
+    queued = _job("search-0000-f0", {"suspend": True})
+    _job_event(memo, "ADDED", queued)
+    _job_event(memo, "MODIFIED", queued)
+    assert not runner.wake.is_set(), "created suspended: nothing happened yet"
+    _job_event(memo, "MODIFIED", _job("search-0000-f0", {"suspend": False}, active=1))
+    assert runner.wake.is_set(), "Kueue admitted it"
+    runner.wake.clear()
+    _job_event(memo, "MODIFIED", _job("search-0000-f0", active=1, ready=1))
+    assert runner.wake.is_set(), "its pod started: the trial runs"
+    runner.wake.clear()
+    _job_event(memo, "MODIFIED", _job("search-0000-f0", active=1, ready=1, terminating=0))
+    assert not runner.wake.is_set(), "the Job controller's other status updates"
+    _job_event(memo, "MODIFIED", _job("search-0000-f0", {"suspend": True}, terminating=1))
+    assert runner.wake.is_set(), "Kueue preempted it"
 
 
 def test_jobs_someone_else_adds_or_deletes_wake_a_pass(
