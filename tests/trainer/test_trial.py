@@ -2,8 +2,11 @@
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +117,50 @@ def test_a_run_started_again_continues_its_own_checkpoint_only(
     )
     epochs = [e["epoch"] for e in _events(tmp_path / "other.jsonl") if e["event"] == "epoch"]
     assert epochs == [1, 2, 3] and other_run["metrics"]["epochs"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root's unshare"
+)
+def test_sigterm_stops_a_trainer_that_is_pid_1_at_once_and_its_checkpoint_continues(
+    tmp_path: Path, small_architectures: dict[str, dict[str, Any]]
+) -> None:
+    """As its container's PID 1 (a PID namespace of its own here), the trainer gets SIGTERM
+    when Kueue suspends its Job: it must stop then, not at the grace period's SIGKILL, and the
+    same run started again continues from the epochs it had."""
+    folder = tmp_path / "ckpt"
+    argv = ["--family", "chain", "--dataset", "digits", "--device", "cpu", "--epochs", "400"]
+    argv += ["--architecture", json.dumps(small_architectures["chain"])]
+    argv += ["--checkpoint-dir", str(folder), "--report", f"jsonl:{tmp_path / 'first.jsonl'}"]
+    command = ["unshare", "--fork", "--pid", "--kill-child", sys.executable, "-m"]
+    namespace = subprocess.Popen(
+        [*command, "kubenas_trainer", *argv], env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    deadline = time.monotonic() + 120
+    while not (folder / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (trainer,) = map(
+        int, Path(f"/proc/{namespace.pid}/task/{namespace.pid}/children").read_text().split()
+    )
+    os.kill(trainer, signal.SIGTERM)
+    stopped = time.monotonic()
+    assert namespace.wait(timeout=20) == 128 + signal.SIGTERM
+    print(f"SIGTERM to PID 1 trainer: stopped in {time.monotonic() - stopped:.2f} s")
+    first = [e["epoch"] for e in _events(tmp_path / "first.jsonl") if e["event"] == "epoch"]
+    assert 1 <= first[-1] < 400
+    again = _run(
+        small_architectures["chain"],
+        "--epochs",
+        str(first[-1] + 1),
+        "--schedule-epochs",
+        "400",
+        "--checkpoint-dir",
+        str(folder),
+        report=tmp_path / "again.jsonl",
+    )
+    epochs = [e["epoch"] for e in _events(tmp_path / "again.jsonl") if e["event"] == "epoch"]
+    assert again["metrics"]["start_epoch"] >= first[-1] and epochs[-1] == first[-1] + 1
 
 
 def _trainer(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

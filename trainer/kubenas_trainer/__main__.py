@@ -1,20 +1,34 @@
 """``python -m kubenas_trainer``: run one trial as the kubenas trainer contract describes.
 
 Exit status 0 on success, 2 for a setting that can never work (bad architecture, unknown dataset),
-1 for any other failure; the error goes to stderr and into the termination message.
+143 when stopped by SIGTERM, 1 for any other failure; the error goes to stderr and into the
+termination message.
 """
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from types import FrameType
 
 from kubenas_trainer.config import ConfigError, TrialConfig
 from kubenas_trainer.report import Reporter
 from kubenas_trainer.settings import resolve_settings
 
+SIGTERM_EXIT = 128 + signal.SIGTERM
+
+
+def _stop_at_once(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(SIGTERM_EXIT)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A trainer is its container's PID 1, which ignores a SIGTERM it has no handler for: a
+    # suspended (preempted) or deleted Job's pod would hold its GPU for the whole grace period.
+    # Epoch checkpoints are written by rename, so stopping between any two lines loses at most
+    # the epoch under way.
+    signal.signal(signal.SIGTERM, _stop_at_once)
     values = resolve_settings(sys.argv[1:] if argv is None else argv, os.environ)
     try:
         reporter = Reporter.from_settings(values)

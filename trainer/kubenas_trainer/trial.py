@@ -65,6 +65,7 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         trainer.load_state_dict(load_checkpoint(config.resume_from))
     elif (own := resume_state(None, config.checkpoint_dir, expected, "network")) is not None:
         trainer.load_state_dict(own)  # a preempted or killed pod of this run: continue it
+    start_epoch = trainer.epoch
     val, test = to_device(splits.val, plan), to_device(splits.test, plan)
     reporter.start(
         family=config.family,
@@ -72,7 +73,7 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
         **costs.values,
         device=plan.device.type,
         threads=plan.threads,
-        start_epoch=trainer.epoch,
+        start_epoch=start_epoch,
         epochs=config.epochs,
         hparams=vars(config.hparams),
     )
@@ -127,6 +128,7 @@ def run_trial(config: TrialConfig, reporter: Reporter) -> dict[str, Any]:
             "test_loss": test_loss,
             **costs.values,
             "epochs": trainer.epoch,
+            "start_epoch": start_epoch,  # > 0: this run continued a checkpoint
             "train_seconds": round(train_seconds, 3),
         },
         checkpoint=checkpoint,
