@@ -97,6 +97,12 @@ def lease_lost(record: TrialRecord, limit: int, now: float) -> TrialRecord:
     )
 
 
+def worker_preempted(record: TrialRecord, now: float) -> TrialRecord:
+    """Its worker Job was preempted (suspended by a quota manager) while training it: queued
+    again for the next worker, from its checkpoint, and not counted as a lost run."""
+    return resumed(record, record.resumed_from, now).with_changes(lease=None, worker=None)
+
+
 def progressed(record: TrialRecord, points: list[tuple[int, float]]) -> TrialRecord:
     """Per-epoch objective values of the current run; epochs already recorded are ignored."""
     last = record.intermediate[-1][0] if record.intermediate else 0

@@ -19,7 +19,8 @@ from kubenas_trainer.settings import resolve_settings
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
 
-def _stop_at_once(signum: int, frame: FrameType | None) -> None:
+def stop_at_once(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM's handler: end the process now (a worker pod's too), with status 143."""
     raise SystemExit(SIGTERM_EXIT)
 
 
@@ -28,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # suspended (preempted) or deleted Job's pod would hold its GPU for the whole grace period.
     # Epoch checkpoints are written by rename, so stopping between any two lines loses at most
     # the epoch under way.
-    signal.signal(signal.SIGTERM, _stop_at_once)
+    signal.signal(signal.SIGTERM, stop_at_once)
     values = resolve_settings(sys.argv[1:] if argv is None else argv, os.environ)
     try:
         reporter = Reporter.from_settings(values)

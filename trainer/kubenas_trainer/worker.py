@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -71,7 +72,9 @@ def _run_trainer() -> int:
     """``python -m kubenas_trainer`` in this process, with the environment as it is now."""
     try:
         return trainer_main.main([])
-    except BaseException:  # main() handles errors; this is for what escapes it
+    except BaseException as error:  # main() handles errors; this is for what escapes it
+        if isinstance(error, SystemExit) and error.code == trainer_main.SIGTERM_EXIT:
+            raise  # the worker is being stopped (preempted): no result for this trial
         traceback.print_exc()
         return 1
 
@@ -156,6 +159,9 @@ def main() -> int:
         help="with --serve: how long to retry an operator that fails before leaving (default 600)",
     )
     args = parser.parse_args()
+    # As its pod's PID 1 it would ignore SIGTERM (a suspended, preempted Job): stop at once,
+    # delivering no result for a trial under way, whose lease the operator then gives again.
+    signal.signal(signal.SIGTERM, trainer_main.stop_at_once)
     if args.serve is None:
         # Answers go to a copy of the original stdout; fd 1 itself is lent to each trial.
         answers = os.fdopen(os.dup(1), "w", buffering=1)

@@ -106,6 +106,8 @@ class WorkerView:
 
     live: frozenset[str]
     delivered: Mapping[tuple[str, str], Delivery]
+    # Live worker Jobs a quota manager suspended (preempted): their pods are going away.
+    suspended: frozenset[str] = frozenset()
 
     def result_of(self, record: TrialRecord) -> Delivery | None:
         return self.delivered.get((record.name, record.lease or ""))
@@ -138,6 +140,15 @@ def live_workers(jobs: Sequence[Json]) -> frozenset[str]:
     """Worker Jobs that exist and have not ended: their pod may hold a lease."""
     return frozenset(
         str(j["metadata"]["name"]) for j in jobs if is_worker_job(j) and job_outcome(j) is None
+    )
+
+
+def suspended_workers(jobs: Sequence[Json]) -> frozenset[str]:
+    """Worker Jobs that Kueue holds suspended: not admitted yet, or preempted."""
+    return frozenset(
+        str(j["metadata"]["name"])
+        for j in jobs
+        if is_worker_job(j) and job_outcome(j) is None and (j.get("spec") or {}).get("suspend")
     )
 
 

@@ -203,6 +203,15 @@ def _on_worker(
     return _progressed(experiment, record, pushed), False
 
 
+def _worker_preempted(record: TrialRecord, workers: WorkerView) -> bool:
+    """A leased trial whose worker Job a quota manager suspended before the trial's result
+    came: the worker stops on SIGTERM without one (a success delivered first stands)."""
+    if not leased(record) or record.worker not in workers.suspended:
+        return False
+    delivered = workers.result_of(record)
+    return delivered is None or delivered.exit_code != 0
+
+
 def _progressed(
     experiment: NASExperiment, record: TrialRecord, pushed: TrialMetrics | None
 ) -> TrialRecord:
@@ -237,6 +246,10 @@ def observe(
         if not record.state.active:
             continue
         if workers is not None and runs_on_worker(experiment.spec, record):
+            if _worker_preempted(record, workers):
+                out[name] = transitions.worker_preempted(record, now)
+                preempted.append(name)
+                continue
             out[name], finished = _on_worker(experiment, record, workers, metrics.of(name), now)
             if finished:
                 ended.append(name)
@@ -321,7 +334,7 @@ def preemption_events(preempted: Sequence[str]) -> list[tuple[str, str, str]]:
             "Normal",
             "TrialPreempted",
             f"{name}: its Job was suspended while it ran (preempted by its queue); it waits "
-            "for admission again and resumes from its last checkpoint",
+            "to run again and resumes from its last checkpoint",
         )
         for name in preempted
     ]

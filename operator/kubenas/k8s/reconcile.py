@@ -45,6 +45,7 @@ from kubenas.k8s.leases import (
     live_workers,
     new_workers,
     reuses_pods,
+    suspended_workers,
     waiting_for_worker,
 )
 from kubenas.k8s.manifests import (
@@ -241,7 +242,11 @@ class ExperimentReconciler:
         if reuse:
             self._worker_token(body)
             deliveries = self.desk.take_deliveries()
-            workers = WorkerView(live_workers(jobs), {(d.trial, d.lease): d for d in deliveries})
+            workers = WorkerView(
+                live_workers(jobs),
+                {(d.trial, d.lease): d for d in deliveries},
+                suspended_workers(jobs),
+            )
         metrics = self._unqueried()
         pods: list[Json] = []
         if watched:

@@ -135,6 +135,23 @@ def test_a_worker_lost_mid_trial_gives_the_trial_back_then_fails_it_the_second_t
     assert "exp-w3" in (record.message or "")
 
 
+def test_a_preempted_worker_gives_its_trial_back_without_counting_a_lost_run() -> None:
+    world = reuse_world(trial={**REUSE["trial"], "queueName": "gpus"})
+    world.reconcile()
+    assert world.api.job(NS, "exp-w1")["spec"]["suspend"] is True, "for Kueue to admit"
+    given = assignment(world, "exp-w1")
+    world.api.suspend(NS, "exp-w1")  # Kueue gives its quota to a higher priority
+    outcome = world.reconcile()
+    record = world.record("exp-0000")
+    assert (record.state, record.lost_leases, record.worker) == (TrialState.PENDING, 0, None)
+    assert [e[1] for e in outcome.events] == ["TrialPreempted"]
+    late = deliver(world, "exp-w1", given, code=143)
+    assert late.answer.result() is False, "the preempted run's result is refused"
+    assert world.record("exp-0000").state is TrialState.PENDING
+    again = assignment(world, "exp-w2")
+    assert again["trial"] == "exp-0000" and again["lease"] != given["lease"]
+
+
 def test_a_restarted_operator_knows_every_lease_and_records_the_result_once() -> None:
     world = reuse_world()
     world.reconcile()
