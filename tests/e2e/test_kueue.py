@@ -271,6 +271,7 @@ def _urgent_job(queue: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("reuse", [False, True], ids=["job-per-trial", "worker-pods"])
 def test_a_preempted_trial_waits_again_and_continues_its_checkpoint(
     cluster: Cluster,
     k8s: client.ApiClient,
@@ -278,7 +279,11 @@ def test_a_preempted_trial_waits_again_and_continues_its_checkpoint(
     queue: str,
     start_operator: Callable[..., OperatorProcess],
     volume: Path,
+    reuse: bool,
 ) -> None:
+    """With a Job per trial, the preempted trial waits for admission on its own Job; on
+    worker pods (trial reuse, as the example sets it), the preempted worker's trial goes back
+    to waiting for a worker, not counted as a lost run."""
     _apply(
         cluster,
         {
@@ -298,7 +303,8 @@ def test_a_preempted_trial_waits_again_and_continues_its_checkpoint(
     spec["budget"] = {"maxTrials": GPUS, "parallelTrials": GPUS, "maxFailedTrials": 0}
     spec["fidelity"]["max"] = 60  # epochs of about 0.6 s: long enough to be preempted
     trial = spec["trial"]
-    trial.pop("reuse")
+    if not reuse:
+        trial.pop("reuse")
     trial |= {"queueName": queue, "checkpointDir": str(volume / "checkpoints")}
     # No CPU request: two trials of one CPU each would not fit beside Kueue's manager.
     trial["resources"] = {"limits": {"nvidia.com/gpu": 1}}
@@ -336,10 +342,9 @@ def test_a_preempted_trial_waits_again_and_continues_its_checkpoint(
     preempted_at = _checkpointed_epoch(folder / victim / "checkpoint.pt")
     waiting = next(t for t in trials(k8s, namespace) if t["metadata"]["name"] == victim)
     print(f"{victim} preempted at epoch {preempted_at}: {waiting['status']}")
-    assert (waiting["status"]["state"], waiting["status"].get("reason")) == (
-        "Pending",
-        "WaitingForAdmission",
-    ), waiting["status"]
+    assert waiting["status"]["state"] == "Pending", waiting["status"]
+    if not reuse:
+        assert waiting["status"]["reason"] == "WaitingForAdmission", waiting["status"]
     wait_until(
         lambda: (batch.read_namespaced_job("urgent", namespace).status.succeeded or 0) == 1,
         180,
@@ -355,6 +360,7 @@ def test_a_preempted_trial_waits_again_and_continues_its_checkpoint(
     print(f"{victim} continued from epoch {resumed['start_epoch']} (checkpoint {preempted_at})")
     assert resumed["start_epoch"] >= max(preempted_at, 2), resumed
     assert all(m["start_epoch"] == 0 for m in others), others
+    assert everything[victim]["status"].get("lostLeases", 0) == 0
 
 
 def _holding_quota(k8s: client.ApiClient, namespace: str) -> list[str]:
