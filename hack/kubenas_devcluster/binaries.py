@@ -257,22 +257,27 @@ def _build_etcd(out: Path) -> None:
     )
 
 
-def _build_helm(out: Path) -> None:
-    ldflags = f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"
+def _go_install(out: Path, package: str, version: str, version_variable: str) -> None:
+    """``go install package@version`` into ``out``, stamping ``version`` into the Go
+    variable its own build sets."""
+    ldflags = f"-s -w -X {version_variable}={version}"
     _go(
-        ["install", "-trimpath", "-ldflags", ldflags, f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
+        ["install", "-trimpath", "-ldflags", ldflags, f"{package}@{version}"],
         cwd=cache_dir(),
         env={"GOBIN": str(out)},
     )
 
 
+def _build_helm(out: Path) -> None:
+    _go_install(
+        out, "helm.sh/helm/v3/cmd/helm", HELM_VERSION, "helm.sh/helm/v3/internal/version.version"
+    )
+
+
 def _build_kueue(out: Path) -> None:
     """Kueue's manager, as its Makefile's ``build`` makes it (its image holds only this)."""
-    ldflags = f"-s -w -X {KUEUE_MODULE}/pkg/version.GitVersion={KUEUE_VERSION}"
-    _go(
-        ["install", "-trimpath", "-ldflags", ldflags, f"{KUEUE_MODULE}/cmd/kueue@{KUEUE_VERSION}"],
-        cwd=cache_dir(),
-        env={"GOBIN": str(out)},
+    _go_install(
+        out, f"{KUEUE_MODULE}/cmd/kueue", KUEUE_VERSION, f"{KUEUE_MODULE}/pkg/version.GitVersion"
     )
 
 

@@ -45,18 +45,23 @@ class Pki:
     front_proxy_client_key: Path
 
 
+def _self_signed_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        _builder(name, name, key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
 def write_pki(directory: Path, host_ips: tuple[str, ...] = ()) -> Pki:
     """Create every certificate and key under ``directory``. ``host_ips``: addresses besides
     loopback at which pods and the API server reach the API server and the kubelet."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubenas-devcluster-ca")])
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key, ca_cert = _self_signed_ca("kubenas-devcluster-ca")
     pki = Pki(
         *(
             directory / name
@@ -130,14 +135,7 @@ def write_pki(directory: Path, host_ips: tuple[str, ...] = ()) -> Pki:
 
     # The aggregation layer: the API server proxies to extension API servers (Kueue's
     # visibility API) as front-proxy-client, under a CA of its own, as kubeadm sets it up.
-    proxy_ca_key = ec.generate_private_key(ec.SECP256R1())
-    proxy_ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "front-proxy-ca")])
-    proxy_ca = (
-        _builder(proxy_ca_name, proxy_ca_name, proxy_ca_key)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .sign(proxy_ca_key, hashes.SHA256())
-    )
+    proxy_ca_key, proxy_ca = _self_signed_ca("front-proxy-ca")
     _write_cert(pki.front_proxy_ca, proxy_ca)
     proxy_client_key = ec.generate_private_key(ec.SECP256R1())
     proxy_client = _leaf(

@@ -149,14 +149,9 @@ def install(cluster: Cluster, timeout: float = 120.0) -> float:
 def _wait_for_webhooks(cluster: Cluster, deadline: float) -> None:
     """Kueue's webhooks serve once its own certificates are issued and injected, a few
     seconds after the pod is ready; until then every queued Job would be refused."""
-    argv = ["kubectl", "create", "--dry-run=server", "-f", "-"]
     while True:
-        probe = subprocess.run(
-            argv,
-            input=WEBHOOK_PROBE,
-            env={**os.environ, **cluster.env()},
-            capture_output=True,
-            text=True,
+        probe = _tool(
+            cluster, ["kubectl", "create", "--dry-run=server", "-f", "-"], stdin=WEBHOOK_PROBE
         )
         if probe.returncode == 0:
             return
@@ -165,9 +160,15 @@ def _wait_for_webhooks(cluster: Cluster, deadline: float) -> None:
         time.sleep(0.5)
 
 
+def _tool(
+    cluster: Cluster, argv: list[str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """kubectl or helm from the cluster's build, with its credentials."""
+    env = {**os.environ, **cluster.env()}
+    return subprocess.run(argv, input=stdin, env=env, capture_output=True, text=True)
+
+
 def _run(cluster: Cluster, argv: list[str]) -> None:
-    result = subprocess.run(
-        argv, env={**os.environ, **cluster.env()}, capture_output=True, text=True
-    )
+    result = _tool(cluster, argv)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:4])} failed: {result.stderr.strip()}")
