@@ -1,9 +1,11 @@
 """Local search (White et al., UAI 2021: "local search is state of the art for NAS benchmarks").
 
-Best-first hill climbing, rebuilt from the records on every call: after a few random samples,
-propose an untried neighbour of the best architecture whose neighbourhood is not used up; when
-a neighbour beats it, that neighbour becomes the centre. A used-up centre passes the turn to the
-next best, which acts as a restart that keeps what was learnt.
+Hill climbing with restarts, rebuilt from the records on every call. After a few random samples
+the climb starts at the best of them; each proposal is an untried neighbour of the climb's
+centre, and a neighbour that beats the centre becomes the centre. When every neighbour of the
+centre has been tried, the centre is a local optimum and the climb restarts from a new random
+architecture (the best-screened of a few, with screening). Climbing on from the next-best trial
+instead, as this search did before, spent the budget filling in the basin of a local optimum.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ from kubenas.space import Assignment, SearchSpace
 from kubenas.strategies._base import Observation, Strategy, fitness, trial_rng
 from kubenas.strategies.prior import Prior
 
+# Neighbour keys kept per architecture: the replay of a search visits every trial on every call,
+# and canonical keys are most of its cost. A cache only: a fresh process decides the same.
+_NEIGHBOUR_CACHE = 20_000
+
 
 class LocalSearch(Strategy):
     def __init__(self, space: SearchSpace, seed: int, initial_samples: int) -> None:
         super().__init__(space, seed)
         self.initial_samples = initial_samples
+        self._neighbour_keys: dict[str, frozenset[str]] = {}
 
     def suggest(
         self,
@@ -33,15 +40,42 @@ class LocalSearch(Strategy):
             return warm
         finished = fitness(finished, trial_rng(self.seed, index, "weights"))
         rng = trial_rng(self.seed, index)
-        scored = [o for o in finished if o.value is not None]
-        if len(finished) + len(running) < self.initial_samples or not scored:
+        trials = sorted([*finished, *running], key=lambda o: o.index)
+        if len(trials) < self.initial_samples or not any(o.value is not None for o in finished):
             return self.first_untaken(self.space.sample, rng, taken, prior)
-        for centre in sorted(scored, key=lambda o: (-(o.value or 0.0), o.index)):
-            fresh = [
-                n for n in self.space.neighbours(centre.params) if self.space.key(n) not in taken
-            ]
-            if fresh and prior is not None:  # the best-screened neighbour first
-                return max(fresh, key=lambda n: prior.score(self.space.key(n)))
-            if fresh:
-                return fresh[rng.randrange(len(fresh))]
-        return self.first_untaken(self.space.sample, rng, taken, prior)
+        centre = self.centre(trials)
+        fresh = [n for n in self.space.neighbours(centre.params) if self.space.key(n) not in taken]
+        if fresh and prior is not None:  # the best-screened neighbour first
+            return max(fresh, key=lambda n: prior.score(self.space.key(n)))
+        if fresh:
+            return fresh[rng.randrange(len(fresh))]
+        return self.first_untaken(self.space.sample, rng, taken, prior)  # a local optimum
+
+    def centre(self, trials: Sequence[Observation]) -> Observation:
+        """The current climb's centre, found by replaying the trials in order. The initial
+        samples start the climb; a trial next to one of the climb's trials joins it (parallel
+        trials may have been proposed around an earlier centre), and the climb's best is the
+        centre. A trial next to none of them is a restart: the first trial of a new climb, its
+        centre even while unfinished."""
+
+        def better(a: Observation, b: Observation) -> bool:
+            return a.value is not None and (b.value is None or a.value > b.value)
+
+        centre = trials[0]
+        around: set[str] = set()
+        for position, o in enumerate(trials):
+            if position >= self.initial_samples and o.key not in around:
+                centre, around = o, set()
+            elif better(o, centre):
+                centre = o
+            around |= self.neighbour_keys(o)
+        return centre
+
+    def neighbour_keys(self, o: Observation) -> frozenset[str]:
+        keys = self._neighbour_keys.get(o.key)
+        if keys is None:
+            if len(self._neighbour_keys) >= _NEIGHBOUR_CACHE:
+                self._neighbour_keys.clear()
+            keys = frozenset(self.space.key(n) for n in self.space.neighbours(o.params))
+            self._neighbour_keys[o.key] = keys
+        return keys
