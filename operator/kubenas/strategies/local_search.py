@@ -16,16 +16,12 @@ from kubenas.space import Assignment, SearchSpace
 from kubenas.strategies._base import Observation, Strategy, fitness, trial_rng
 from kubenas.strategies.prior import Prior
 
-# Neighbour keys kept per architecture: the replay of a search visits every trial on every call,
-# and canonical keys are most of its cost. A cache only: a fresh process decides the same.
-_NEIGHBOUR_CACHE = 20_000
-
 
 class LocalSearch(Strategy):
     def __init__(self, space: SearchSpace, seed: int, initial_samples: int) -> None:
         super().__init__(space, seed)
         self.initial_samples = initial_samples
-        self._neighbour_keys: dict[str, frozenset[str]] = {}
+        self.params = space.by_name()
 
     def suggest(
         self,
@@ -62,20 +58,23 @@ class LocalSearch(Strategy):
             return a.value is not None and (b.value is None or a.value > b.value)
 
         centre = trials[0]
-        around: set[str] = set()
+        climb: list[Observation] = []
         for position, o in enumerate(trials):
-            if position >= self.initial_samples and o.key not in around:
-                centre, around = o, set()
+            joins = position < self.initial_samples or self.adjacent(centre, o)
+            if not joins and not any(self.adjacent(m, o) for m in reversed(climb)):
+                centre, climb = o, []
             elif better(o, centre):
                 centre = o
-            around |= self.neighbour_keys(o)
+            climb.append(o)
         return centre
 
-    def neighbour_keys(self, o: Observation) -> frozenset[str]:
-        keys = self._neighbour_keys.get(o.key)
-        if keys is None:
-            if len(self._neighbour_keys) >= _NEIGHBOUR_CACHE:
-                self._neighbour_keys.clear()
-            keys = frozenset(self.space.key(n) for n in self.space.neighbours(o.params))
-            self._neighbour_keys[o.key] = keys
-        return keys
+    def adjacent(self, a: Observation, b: Observation) -> bool:
+        """Whether ``b`` is one parameter step from ``a``, as ``SearchSpace.neighbours`` steps.
+        Compared directly: making the neighbours' canonical keys cost 0.2 ms a trial."""
+        if a.params.keys() != b.params.keys():  # a step that changed which parameters count
+            return b.params in self.space.neighbours(a.params)
+        differ = [name for name, value in a.params.items() if b.params[name] != value]
+        if len(differ) != 1:
+            return False
+        name = differ[0]
+        return b.params[name] in self.params[name].neighbours(a.params[name])
