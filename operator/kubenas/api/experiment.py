@@ -152,8 +152,8 @@ class TpeStrategy(WireModel):
 
 
 class LocalSearchStrategy(WireModel):
-    """Hill climbing from the best of `initialSamples` random ones, restarting at each local
-    optimum (White et al. 2021)."""
+    """Hill climbing from the best of `initialSamples` random architectures, restarting from a
+    random one at each local optimum (White et al. 2021)."""
 
     name: Literal["local-search"]
     initial_samples: int = Field(default=10, ge=1)

@@ -21,7 +21,7 @@ class LocalSearch(Strategy):
     def __init__(self, space: SearchSpace, seed: int, initial_samples: int) -> None:
         super().__init__(space, seed)
         self.initial_samples = initial_samples
-        self.params = space.by_name()
+        self.param_by_name = space.by_name()
 
     def suggest(
         self,
@@ -77,4 +77,4 @@ class LocalSearch(Strategy):
         if len(differ) != 1:
             return False
         name = differ[0]
-        return b.params[name] in self.params[name].neighbours(a.params[name])
+        return b.params[name] in self.param_by_name[name].neighbours(a.params[name])
