@@ -160,12 +160,26 @@ class LocalSearchStrategy(WireModel):
 
 
 class BayesianStrategy(WireModel):
-    """Predictor-guided search: a Gaussian process over architecture encodings picks candidates."""
+    """Predictor-guided search: a Gaussian process over architecture encodings picks candidates,
+    by Thompson sampling (BANANAS's acquisition) or by an upper confidence bound of weight
+    ``exploration``."""
 
     name: Literal["bananas"]
     initial_samples: int = Field(default=10, ge=1)
     candidates: int = Field(default=100, ge=1, le=100_000)
-    exploration: float = Field(default=0.5, ge=0.0, le=10.0)
+    acquisition: Literal["thompson", "ucb"] = "thompson"
+    exploration: float | None = Field(default=None, ge=0.0, le=10.0)
+
+    @model_validator(mode="after")
+    def _exploration_weights_ucb(self) -> BayesianStrategy:
+        if self.exploration is not None and self.acquisition != "ucb":
+            raise field_error("exploration", "is the weight of acquisition ucb; set it too")
+        return self
+
+    @property
+    def ucb_weight(self) -> float:
+        """How many standard deviations the upper confidence bound adds (0.5 unless set)."""
+        return 0.5 if self.exploration is None else self.exploration
 
 
 class ReinforceStrategy(WireModel):

@@ -49,7 +49,7 @@ def make_strategy(spec: StrategySpec, space: SearchSpace, seed: int) -> Strategy
         return LocalSearch(space, seed, spec.initial_samples)
     if isinstance(spec, BayesianStrategy):
         return PredictorGuidedSearch(
-            space, seed, spec.initial_samples, spec.candidates, spec.exploration
+            space, seed, spec.initial_samples, spec.candidates, spec.acquisition, spec.ucb_weight
         )
     if isinstance(spec, Nsga2Strategy):
         from kubenas.strategies.nsga2 import Nsga2  # optuna is slow to import
