@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from kubenas.api.experiment import BayesianStrategy
 from kubenas.engine import planner
 from kubenas.space import Assignment, SearchSpace
 from kubenas.strategies import Observation
@@ -54,3 +55,12 @@ def test_thompson_sampling_sometimes_leaves_the_basin() -> None:
 
 def test_an_upper_confidence_bound_stays_in_the_basin() -> None:
     assert _proposals_leaving_the_basin("ucb") == 0
+
+
+def test_exploration_weighs_the_bound_of_ucb_only() -> None:
+    ucb = BayesianStrategy.model_validate(
+        {"name": "bananas", "acquisition": "ucb", "exploration": 2.0}
+    )
+    assert ucb.ucb_weight == 2.0
+    default = BayesianStrategy.model_validate({"name": "bananas"})
+    assert default.acquisition == "thompson" and default.ucb_weight == 0.5
