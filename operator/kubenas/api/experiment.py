@@ -173,7 +173,9 @@ class BayesianStrategy(WireModel):
     @model_validator(mode="after")
     def _exploration_weights_ucb(self) -> BayesianStrategy:
         if self.exploration is not None and self.acquisition != "ucb":
-            raise field_error("exploration", "is the weight of acquisition ucb; set it too")
+            raise field_error(
+                "exploration", "is the weight of acquisition ucb only; set acquisition: ucb"
+            )
         return self
 
     @property
